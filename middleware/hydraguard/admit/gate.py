@@ -1,0 +1,117 @@
+"""The decision: plan the checks, reserve them all or nothing, and settle after the response.
+
+Shared by the live middleware and by ``hydraguard replay``, so a backtest runs the very
+code that production runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from dataclasses import dataclass
+
+from ..identify import Identity
+from ..inspect.facts import RequestFacts, estimate_input_tokens
+from ..policy.compiled import CompiledPolicy
+from ..storage.base import Charge, Lease, Storage, Verdict, ceil_seconds
+from ..storage.resilient import ResilientStorage
+from .plan import Plan, Planner
+
+
+@dataclass(slots=True)
+class Decision:
+    identity: Identity
+    plan: Plan
+    verdict: Verdict
+    store: Storage | None  # where the reservation lives; None when nothing was reserved
+    degraded: str | None  # storage fallback taken, if any
+    lease_id: str
+    input_estimate: int
+    output_reserved: int
+    admitted: bool
+    shadow_denied: bool  # a shadow rule would have refused
+    rule: str | None  # the rule that refused (or would have, in shadow)
+    retry_after: int  # whole seconds until the refusing rule has room
+    too_large: bool  # the request alone exceeds a limit: waiting will not help
+
+    def reserved(self, index: int) -> bool:
+        """Was check ``index`` actually charged? (shadow checks are not when they refused)."""
+        if self.store is None or not self.verdict.charged:
+            return False
+        return not (self.shadow_denied and self.plan.checks[index].shadow)
+
+
+class Gate:
+    def __init__(self, policy: CompiledPolicy, storage: ResilientStorage) -> None:
+        self.policy = policy
+        self.storage = storage
+        self.planner = Planner(policy)
+        self.lease_ttl = policy.storage.concurrency_lease
+        self._lease_prefix = f"{os.getpid()}-{secrets.token_hex(4)}-"
+        self._lease_counter = itertools.count()
+
+    def tokens_needed(self, facts: RequestFacts | None, tier: str) -> tuple[int, int]:
+        """(input estimate, output allowance) to reserve; generic routes count requests only."""
+        if facts is None:
+            return 0, 0
+        policy = self.policy
+        estimate = estimate_input_tokens(facts, policy.chars_per_token, policy.tokens_per_message)
+        allowance = facts.max_tokens if facts.max_tokens is not None else policy.tiers[tier].max_output_tokens
+        return estimate, allowance * facts.n
+
+    async def admit(self, identity: Identity, facts: RequestFacts | None, now: float) -> Decision:
+        estimate, allowance = self.tokens_needed(facts, identity.tier)
+        plan = self.planner.plan(identity.account, identity.tier, estimate + allowance)
+        lease_id = self._lease_prefix + str(next(self._lease_counter))
+        outcome = await self.storage.acquire(plan.checks, now, lease_id, self.lease_ttl)
+        verdict = outcome.verdict
+        rule = None
+        wait = 0.0
+        too_large = False
+        shadow_denied = False
+        if not verdict.admitted:
+            if outcome.degraded == "storage_closed":
+                rule = "storage"
+            for i, seconds in enumerate(verdict.retry_after):
+                check = plan.checks[i]
+                if seconds > 0 and not check.shadow and seconds > wait:
+                    wait, rule = seconds, plan.limits[i].rule
+                    too_large = check.cost > check.limit
+        else:
+            for i, seconds in enumerate(verdict.retry_after):
+                if seconds > 0:
+                    shadow_denied = True
+                    if seconds > wait:
+                        wait, rule = seconds, plan.limits[i].rule
+        return Decision(
+            identity=identity,
+            plan=plan,
+            verdict=verdict,
+            store=outcome.store if verdict.charged else None,
+            degraded=outcome.degraded,
+            lease_id=lease_id,
+            input_estimate=estimate,
+            output_reserved=allowance,
+            admitted=verdict.admitted,
+            shadow_denied=shadow_denied,
+            rule=rule,
+            retry_after=ceil_seconds(wait) if wait > 0 else (1 if not verdict.admitted else 0),
+            too_large=too_large,
+        )
+
+    def settle(self, decision: Decision, used_tokens: int, now: float) -> None:
+        """Correct the token reservation to ``used_tokens`` and release concurrency leases."""
+        if decision.store is None:
+            return
+        plan = decision.plan
+        delta = used_tokens - (decision.input_estimate + decision.output_reserved)
+        charges = [
+            Charge(plan.checks[i].key, plan.checks[i].window, decision.verdict.window_ids[i], delta)
+            for i in plan.token_checks
+            if delta and decision.reserved(i)
+        ]
+        leases = [
+            Lease(plan.checks[i].key, decision.lease_id) for i in plan.lease_checks if decision.reserved(i)
+        ]
+        self.storage.settle(decision.store, charges, leases, now)

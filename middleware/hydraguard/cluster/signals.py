@@ -1,0 +1,104 @@
+"""Pull the linking signals out of one request, with the policy compiled once."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ClusteringConfig, SignalSpec
+
+Signals = dict[str, tuple[str, ...]]
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    name: str
+    kind: str  # "header" | "state" | "client_ip" | "template"
+    key: str  # header name or state key; "" for the others
+    ignore: frozenset[str]  # lower-cased
+    networks: tuple[_Network, ...]
+    v4_prefix: int
+    v6_prefix: int
+    bands: int
+
+
+def _compile(name: str, spec: SignalSpec) -> _Compiled:
+    kind = next(k for k in ("header", "state", "client_ip", "template") if getattr(spec, k))
+    return _Compiled(
+        name=name,
+        kind=kind,
+        key=spec.header or spec.state or "",
+        ignore=frozenset(v.strip().lower() for v in spec.ignore_values),
+        networks=tuple(ipaddress.ip_network(c.strip(), strict=False) for c in spec.ignore_cidrs),
+        v4_prefix=spec.client_ip.v4_prefix if spec.client_ip else 32,
+        v6_prefix=spec.client_ip.v6_prefix if spec.client_ip else 128,
+        bands=spec.template.bands if spec.template else 0,
+    )
+
+
+class SignalExtractor:
+    """``extract(...)`` -> ``{signal name: values}``; missing, empty and ignored values dropped."""
+
+    def __init__(self, config: ClusteringConfig) -> None:
+        self._signals = tuple(_compile(name, spec) for name, spec in config.signals.items())
+
+    def extract(
+        self,
+        headers: Mapping[str, str],
+        state: Mapping[str, Any],
+        client_ip: str | None,
+        template_bands: Sequence[str] | None,
+    ) -> Signals:
+        found: Signals = {}
+        for sig in self._signals:
+            if sig.kind == "header":
+                values = self._clean(sig, (headers.get(sig.key),))
+            elif sig.kind == "state":
+                values = self._clean(sig, _as_values(state.get(sig.key)))
+            elif sig.kind == "client_ip":
+                values = self._prefix(sig, client_ip)
+            else:
+                values = self._clean(sig, tuple(template_bands or ())[: sig.bands])
+            if values:
+                found[sig.name] = values
+        return found
+
+    @staticmethod
+    def _clean(sig: _Compiled, raw: Sequence[object]) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in raw:
+            if item is None:
+                continue
+            value = str(item).strip()
+            if value and value.lower() not in sig.ignore and value not in out:
+                out.append(value)
+        return tuple(out)
+
+    @staticmethod
+    def _prefix(sig: _Compiled, client_ip: str | None) -> tuple[str, ...]:
+        if not client_ip:
+            return ()
+        try:
+            address = ipaddress.ip_address(client_ip.strip())
+        except ValueError:
+            return ()  # "unknown", a unix socket path...: no evidence, not an error
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in sig.networks):
+            return ()
+        prefix = sig.v4_prefix if address.version == 4 else sig.v6_prefix
+        network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+        if str(network) in sig.ignore:
+            return ()
+        return (str(network),)
+
+
+def _as_values(value: Any) -> Sequence[object]:
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple | set | frozenset):
+        return tuple(value)
+    return (value,)

@@ -1,0 +1,193 @@
+"""One compiled policy at work: the flow of a request from identify to record.
+
+A policy reload builds a new Guard and swaps it in whole; requests already running
+finish on the Guard they started with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .admit.gate import Decision, Gate
+from .admit.headers import policy_header, ratelimit_headers
+from .identify import Identifier, decode_headers
+from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive, with_content_length
+from .inspect.dialect import Dialect
+from .inspect.dialects import DIALECTS
+from .inspect.facts import RequestFacts
+from .metrics import Metrics
+from .observe.usage import UsageReader
+from .policy.compiled import CompiledPolicy, CompiledRoute
+from .respond import send_error
+from .storage.resilient import ResilientStorage
+
+
+class Guard:
+    def __init__(
+        self,
+        policy: CompiledPolicy,
+        storage: ResilientStorage,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.gate = Gate(policy, storage)
+        self.identifier = Identifier(policy)
+        self.metrics = metrics
+        self.clock = clock
+        self.decision_seconds = metrics.decision_seconds.labels(policy.name)
+        self.in_flight = metrics.in_flight.labels(policy.name)
+        # RateLimit-Policy is the same for every request of a tier: build it once.
+        self.policy_headers = {
+            tier: (b"ratelimit-policy", policy_header(self.gate.planner.plan("x", tier, 0).limits))
+            for tier in policy.tiers
+        }
+        for rule in policy.rules:
+            for route in (*policy.routes.exact.values(), *(r for _, r in policy.routes.prefixes)):
+                metrics.decisions.labels(policy.name, route.name, "deny", rule)
+
+    async def handle(self, route: CompiledRoute, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        started = time.perf_counter()
+        policy = self.policy
+        dialect = DIALECTS[route.dialect]
+        headers = decode_headers(scope["headers"])
+        identity = self.identifier.identify(scope, headers)
+        facts: RequestFacts | None = None
+        if dialect.reads_body:
+            try:
+                body = await read_body(receive, policy.body_max_bytes, headers.get("content-length"))
+            except ClientGone:
+                return
+            except BodyTooLarge:
+                self.metrics.decision(policy.name, route.name, "invalid", "body_too_large")
+                await send_error(
+                    send, dialect, 413, f"Request body exceeds {policy.body_max_bytes} bytes.", "request_too_large"
+                )
+                return
+            try:
+                parsed = json.loads(body)
+                if not isinstance(parsed, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as exc:
+                self.metrics.decision(policy.name, route.name, "invalid", "malformed_json")
+                await send_error(send, dialect, 400, f"Request body is not a JSON object: {exc}", "invalid_json")
+                return
+            facts = dialect.parse(parsed)
+            body, scope = self._rewrite(dialect, facts, body, scope)
+            receive = replay_receive(body, receive)
+        decision = await self.gate.admit(identity, facts, self.clock())
+        self.decision_seconds.observe(time.perf_counter() - started)
+        extra = [self.policy_headers[identity.tier], *ratelimit_headers(
+            decision.plan.limits, decision.plan.checks, decision.verdict, dialect.name == "openai-chat"
+        )]
+        if not decision.admitted:
+            await self._refuse(route, dialect, decision, extra, send)
+            return
+        outcome = "shadow_deny" if decision.shadow_denied else (decision.degraded or "allow")
+        self.metrics.decision(policy.name, route.name, outcome, decision.rule)
+        if facts is not None:
+            self.metrics.tokens_reserved.labels(policy.name, route.name).inc(
+                decision.input_estimate + decision.output_reserved
+            )
+        await self._forward(route, dialect, decision, extra, scope, receive, send, app)
+
+    def _rewrite(
+        self, dialect: Dialect, facts: RequestFacts, body: bytes, scope: Scope
+    ) -> tuple[bytes, Scope]:
+        """Request rewrites before forwarding; the body's length is fixed to match."""
+        data = facts.body
+        if data is None or not (self.policy.stream_usage and facts.stream and dialect.name == "openai-chat"):
+            return body, scope
+        options = data.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return body, scope
+        data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        body = json.dumps(data).encode()
+        return body, with_content_length(dict(scope), len(body))
+
+    async def _refuse(
+        self, route: CompiledRoute, dialect: Dialect, decision: Decision, extra: list[tuple[bytes, bytes]], send: Send
+    ) -> None:
+        if decision.degraded == "storage_closed":
+            self.metrics.decision(self.policy.name, route.name, "storage_closed", "storage")
+            await send_error(
+                send, dialect, 503,
+                "Rate limiter storage is unavailable and this policy fails closed; retry shortly.",
+                "rate_limiter_unavailable", headers=[(b"retry-after", b"1")], extra={"reason": "storage"},
+            )
+            return
+        self.metrics.decision(self.policy.name, route.name, "deny", decision.rule)
+        limit = next(l for l in decision.plan.limits if l.rule == decision.rule)
+        if decision.too_large:
+            message = (
+                f"This request alone exceeds the limit {decision.rule} ({getattr(limit, 'text', '')}); "
+                "lower max_tokens or shorten the prompt."
+            )
+        else:
+            message = (
+                f"Rate limit exceeded: {decision.rule} ({getattr(limit, 'text', limit.amount)}). "
+                f"Retry after {decision.retry_after} s."
+            )
+        headers = [(b"retry-after", str(decision.retry_after).encode()), *extra]
+        await send_error(
+            send, dialect, 429, message, "rate_limit_exceeded",
+            headers=headers, extra={"rule": decision.rule, "reason": "quota"},
+        )
+
+    async def _forward(
+        self,
+        route: CompiledRoute,
+        dialect: Dialect,
+        decision: Decision,
+        extra: list[tuple[bytes, bytes]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: ASGIApp,
+    ) -> None:
+        reader = UsageReader(dialect)
+        status = 0
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                raw = list(message.get("headers", ()))
+                reader.start(raw)
+                message = {**message, "headers": raw + extra}
+            elif message["type"] == "http.response.body":
+                reader.feed(message.get("body", b""))
+            await send(message)
+
+        self.in_flight.inc()
+        try:
+            await app(scope, receive, observe)
+        finally:
+            # Runs on completion, error and cancellation alike: settle and release the slot.
+            self.in_flight.dec()
+            self._settle(route, decision, reader, status)
+
+    def _settle(self, route: CompiledRoute, decision: Decision, reader: UsageReader, status: int) -> None:
+        if decision.plan.token_checks or decision.plan.lease_checks:
+            reader.finish()
+        tally = reader.tally
+        if not decision.plan.token_checks:
+            used, source = 0, "none"
+        elif tally.input_tokens is not None and tally.output_tokens is not None:
+            used, source = tally.input_tokens + tally.output_tokens, "usage"
+        else:
+            # No usage from the upstream (client gone, upstream error, stream cut): charge
+            # the input (as reported, else estimated) plus what was visibly streamed.
+            input_tokens = tally.input_tokens if tally.input_tokens is not None else decision.input_estimate
+            used = input_tokens + reader.output_estimate(self.policy.chars_per_token, status)
+            source = "estimate"
+        self.gate.settle(decision, used, self.clock())
+        if source != "none":
+            self.metrics.tokens_settled.labels(self.policy.name, route.name, source).inc(used)
+
+

@@ -1,0 +1,116 @@
+"""Step 1 of a request: who is asking — account id, tier, client address, context headers."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from .policy.compiled import CompiledPolicy
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(slots=True)
+class Identity:
+    account: str
+    tier: str
+    client_ip: str | None
+    headers: dict[str, str]  # lower-case names; context headers only when trusted
+
+
+def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    # latin-1 maps every byte, so a non-UTF-8 header can never fail to decode.
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+
+
+def hash_api_key(key: str) -> str:
+    """API keys are never stored or logged raw: the account becomes a hash of the key."""
+    return "key-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+class ProxyMatcher:
+    """Is this peer one of our trusted proxies? (addresses and CIDRs, parsed once)."""
+
+    def __init__(self, networks: tuple[Network, ...]) -> None:
+        self.networks = networks
+        self._cache: dict[str, bool] = {}
+
+    def __contains__(self, host: str) -> bool:
+        known = self._cache.get(host)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                known = False
+            else:
+                known = any(address in network for network in self.networks)
+            if len(self._cache) < 10_000:
+                self._cache[host] = known
+        return known
+
+
+class Identifier:
+    def __init__(self, policy: CompiledPolicy) -> None:
+        identity = policy.identity
+        self.sources = tuple(
+            (s.header, s.state, s.api_key, s.client_ip) for s in identity.account
+        )
+        self.tier_header = identity.tier.header.lower() if identity.tier.header else None
+        self.tier_state = identity.tier.state
+        self.default_tier = policy.default_tier
+        self.tiers = policy.tiers
+        self.proxies = ProxyMatcher(policy.trusted_proxies)
+        self.headers_need_trust = identity.context_headers_from == "trusted_proxies"
+
+    def client_ip(self, scope: dict[str, Any], headers: dict[str, str]) -> tuple[str | None, bool]:
+        """The client address after trusted proxies, and whether the peer was a trusted proxy."""
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if peer is None or peer not in self.proxies:
+            return peer, False
+        forwarded = headers.get("x-forwarded-for")
+        if not forwarded:
+            return peer, True
+        # Walk right to left: the first address that is not our own proxy is the client.
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if hop not in self.proxies:
+                return hop, True
+        return hops[0] if hops else peer, True
+
+    def identify(self, scope: dict[str, Any], headers: dict[str, str]) -> Identity:
+        ip, via_proxy = self.client_ip(scope, headers)
+        trusted = via_proxy or not self.headers_need_trust
+        context = headers if trusted else {}
+        state = scope.get("state") or {}
+        account = None
+        for header, state_key, api_key, client_ip in self.sources:
+            if header is not None:
+                account = context.get(header) or None
+            elif state_key is not None:
+                value = state.get(state_key)
+                account = str(value) if value else None
+            elif api_key:
+                account = self._api_key(headers)
+            elif client_ip and ip:
+                account = "ip-" + ip
+            if account:
+                break
+        tier = None
+        if self.tier_header is not None:
+            tier = context.get(self.tier_header)
+        elif self.tier_state is not None:
+            tier = state.get(self.tier_state)
+        if tier not in self.tiers:
+            tier = self.default_tier  # an unknown tier name never grants more than the default
+        return Identity(account or "anonymous", tier, ip, context)
+
+    @staticmethod
+    def _api_key(headers: dict[str, str]) -> str | None:
+        auth = headers.get("authorization", "")
+        if auth[:7].lower() == "bearer " and auth[7:].strip():
+            return hash_api_key(auth[7:].strip())
+        key = headers.get("x-api-key")
+        return hash_api_key(key) if key else None

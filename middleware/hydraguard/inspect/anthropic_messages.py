@@ -1,0 +1,91 @@
+"""Anthropic messages: request fields, error envelope, usage (JSON, message_start/message_delta)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .dialect import Dialect, StreamTally
+from .facts import RequestFacts, as_int, text_of
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+}
+
+
+def _input_tokens(usage: dict[str, Any]) -> int | None:
+    # Prompt-cache reads and writes are input the model processed; they count.
+    base = as_int(usage.get("input_tokens"))
+    if base is None:
+        return None
+    cached = (as_int(usage.get("cache_creation_input_tokens")) or 0) + (
+        as_int(usage.get("cache_read_input_tokens")) or 0
+    )
+    return base + cached
+
+
+class AnthropicMessages(Dialect):
+    name = "anthropic-messages"
+    reads_body = True
+
+    def parse(self, body: dict[str, Any]) -> RequestFacts:
+        texts = [text_of(body.get("system"))]
+        count = 0
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            for message in messages:
+                if isinstance(message, dict):
+                    count += 1
+                    texts.append(text_of(message.get("content")))
+        temperature = body.get("temperature")
+        return RequestFacts(
+            body=body,
+            prompt="\n".join(t for t in texts if t),
+            messages=count,
+            max_tokens=as_int(body.get("max_tokens")),
+            stream=body.get("stream") is True,
+            temperature=float(temperature) if isinstance(temperature, int | float) else None,
+            model=body.get("model") if isinstance(body.get("model"), str) else None,
+        )
+
+    def error_body(self, status: int, message: str, code: str, extra: dict[str, Any]) -> tuple[bytes, bytes]:
+        error = {"type": _ERROR_TYPES.get(status, "api_error"), "message": message, "code": code, **extra}
+        return b"application/json", json.dumps({"type": "error", "error": error}).encode()
+
+    def usage(self, body: Any) -> tuple[int, int] | None:
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        prompt, output = _input_tokens(usage), as_int(usage.get("output_tokens"))
+        if prompt is None or output is None:
+            return None
+        return prompt, output
+
+    def stream_event(self, event: Any, into: StreamTally) -> None:
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            if isinstance(usage, dict):
+                into.input_tokens = _input_tokens(usage)
+        elif kind == "message_delta":
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                # output_tokens in message_delta is cumulative for the whole message.
+                into.output_tokens = as_int(usage.get("output_tokens"))
+                if usage.get("input_tokens") is not None:
+                    into.input_tokens = _input_tokens(usage)
+        elif kind == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get("text") or delta.get("thinking") or delta.get("partial_json")
+                if isinstance(text, str) and text:
+                    into.chars += len(text)
+                    into.deltas += 1

@@ -1,0 +1,56 @@
+"""A route dialect: how to read a request, answer an error and find usage in a response."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .facts import RequestFacts
+
+
+class Dialect:
+    name = "generic"
+    reads_body = False  # generic routes count requests only and never buffer the body
+
+    def parse(self, body: dict[str, Any]) -> RequestFacts:
+        return RequestFacts(body=body)
+
+    def error_body(self, status: int, message: str, code: str, extra: dict[str, Any]) -> tuple[bytes, bytes]:
+        """(content-type, body) of an error in this dialect. Generic: RFC 9457 problem details."""
+        problem = {
+            "type": f"urn:hydraguard:{code}",
+            "title": _TITLES.get(status, "Error"),
+            "status": status,
+            "detail": message,
+            **extra,
+        }
+        return b"application/problem+json", json.dumps(problem).encode()
+
+    def usage(self, body: Any) -> tuple[int, int] | None:
+        """(input, output) tokens from a JSON response body, None when absent."""
+        return None
+
+    def stream_event(self, event: Any, into: StreamTally) -> None:
+        """Fold one parsed SSE data object into the tally."""
+
+
+class StreamTally:
+    """What a stream has told us so far: usage fields when sent, text when not."""
+
+    __slots__ = ("chars", "deltas", "input_tokens", "output_tokens")
+
+    def __init__(self) -> None:
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.chars = 0
+        self.deltas = 0
+
+
+_TITLES = {
+    400: "Bad Request",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}

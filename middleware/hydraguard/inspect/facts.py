@@ -1,0 +1,46 @@
+"""What a dialect learns from a request body, and the documented token estimate."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class RequestFacts:
+    body: dict[str, Any] | None  # the parsed JSON body (None for generic routes)
+    prompt: str = ""  # all prompt text (system + messages), for estimates and detectors
+    messages: int = 0
+    max_tokens: int | None = None  # as requested (max_tokens or max_completion_tokens)
+    stream: bool = False
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    logit_bias: bool = False
+    temperature: float | None = None
+    model: str | None = None
+
+
+def estimate_input_tokens(facts: RequestFacts, chars_per_token: float, per_message: int) -> int:
+    """Input tokens before the upstream counts them: characters / chars_per_token, plus a
+    per-message overhead for role and framing. Documented in the README: ~4 characters per
+    token is the usual rule of thumb for English on BPE tokenizers; no tokenizer download."""
+    return max(1, math.ceil(len(facts.prompt) / chars_per_token) + per_message * facts.messages)
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if value >= 0 else None
+
+
+def text_of(content: Any) -> str:
+    """Text of a message content: a string, or a list of parts with a ``text`` field."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""

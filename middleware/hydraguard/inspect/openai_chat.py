@@ -1,0 +1,86 @@
+"""OpenAI chat completions: request fields, error envelope, usage (JSON and final stream chunk)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .dialect import Dialect, StreamTally
+from .facts import RequestFacts, as_int, text_of
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "api_error",
+    504: "timeout",
+}
+
+
+class OpenAIChat(Dialect):
+    name = "openai-chat"
+    reads_body = True
+
+    def parse(self, body: dict[str, Any]) -> RequestFacts:
+        messages = body.get("messages")
+        texts: list[str] = []
+        count = 0
+        if isinstance(messages, list):
+            for message in messages:
+                if isinstance(message, dict):
+                    count += 1
+                    texts.append(text_of(message.get("content")))
+        max_tokens = as_int(body.get("max_completion_tokens"))
+        if max_tokens is None:
+            max_tokens = as_int(body.get("max_tokens"))
+        temperature = body.get("temperature")
+        top = as_int(body.get("top_logprobs"))
+        return RequestFacts(
+            body=body,
+            prompt="\n".join(texts),
+            messages=count,
+            max_tokens=max_tokens,
+            stream=body.get("stream") is True,
+            n=max(as_int(body.get("n")) or 1, 1),
+            logprobs=body.get("logprobs") is True or bool(top),
+            top_logprobs=top,
+            logit_bias=bool(body.get("logit_bias")),
+            temperature=float(temperature) if isinstance(temperature, int | float) else None,
+            model=body.get("model") if isinstance(body.get("model"), str) else None,
+        )
+
+    def error_body(self, status: int, message: str, code: str, extra: dict[str, Any]) -> tuple[bytes, bytes]:
+        error = {
+            "message": message,
+            "type": _ERROR_TYPES.get(status, "api_error"),
+            "param": None,
+            "code": code,
+            **extra,
+        }
+        return b"application/json", json.dumps({"error": error}).encode()
+
+    def usage(self, body: Any) -> tuple[int, int] | None:
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        prompt, completion = as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
+        if prompt is None or completion is None:
+            return None
+        return prompt, completion
+
+    def stream_event(self, event: Any, into: StreamTally) -> None:
+        if not isinstance(event, dict):
+            return
+        found = self.usage(event)
+        if found is not None:
+            into.input_tokens, into.output_tokens = found
+        choices = event.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if isinstance(delta, dict):
+                    text = delta.get("content")
+                    if isinstance(text, str) and text:
+                        into.chars += len(text)
+                        into.deltas += 1

@@ -1,0 +1,88 @@
+"""HydraGuard: the pure ASGI middleware."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import PolicyError
+from .guard import Guard
+from .metrics import Metrics, metrics_for
+from .policy.compiled import CompiledPolicy
+from .policy.loader import load_policy
+from .storage.base import Storage
+from .storage.factory import storage_from_uri
+from .storage.resilient import ResilientStorage
+
+log = logging.getLogger("hydraguard")
+
+
+class HydraGuard:
+    """Rate limiting for a model API::
+
+        app = HydraGuard(app, policy="policies/default.yaml", storage="memory://")
+
+    Routes the policy does not name, websockets and lifespan pass straight through.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: str | Path | CompiledPolicy | None = None,
+        storage: str | Storage = "memory://",
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.metrics: Metrics = metrics_for(registry)
+        self.policy_source = None if isinstance(policy, CompiledPolicy) else policy
+        try:
+            compiled = policy if isinstance(policy, CompiledPolicy) else load_policy(policy)
+        except PolicyError:
+            self.metrics.policy_loads.labels("error").inc()
+            raise
+        self.metrics.policy_loads.labels("ok").inc()
+        backend = storage_from_uri(storage, sliding=compiled.sliding, timeout=compiled.storage.timeout)
+        self.storage = ResilientStorage(backend, compiled.storage, self.metrics)
+        self.clock = clock
+        self.guard = Guard(compiled, self.storage, self.metrics, clock)
+
+    @property
+    def policy(self) -> CompiledPolicy:
+        return self.guard.policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        guard = self.guard  # one policy for the whole request, even across a reload
+        route = guard.policy.routes.match(scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        await guard.handle(route, scope, receive, send, self.app)
+
+    def reload(self, policy: str | Path | CompiledPolicy | None = None) -> None:
+        """Compile a new policy completely, then swap it in; on error keep the old one."""
+        source = policy if policy is not None else self.policy_source
+        try:
+            compiled = source if isinstance(source, CompiledPolicy) else load_policy(source)
+        except PolicyError as exc:
+            self.metrics.policy_reloads.labels("error").inc()
+            log.error("hydraguard: policy reload failed, keeping %s:\n%s", self.policy.source, exc)
+            raise
+        self.guard = Guard(compiled, self.storage, self.metrics, self.clock)
+        self.metrics.policy_reloads.labels("ok").inc()
+
+    async def drain(self) -> None:
+        """Wait for background settlements (tests, graceful shutdown)."""
+        await self.storage.primary.drain()
+
+    async def aclose(self) -> None:
+        await self.storage.aclose()

@@ -1,0 +1,1 @@
+"""Policy files: schema, YAML loading with line numbers, compilation into lookup structures."""

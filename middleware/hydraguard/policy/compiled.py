@@ -1,0 +1,178 @@
+"""The policy compiled once into frozen lookup structures; the request path only reads them."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from limits import parse_many
+
+from . import schema
+
+Scope = str  # "account" | "global" (and "cluster" once clusters land)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowLimit:
+    """A request or token budget over a window, e.g. account tokens 100000/minute."""
+
+    rule: str  # stable, bounded name used in metrics, logs and 429 bodies: "account.tokens.1/minute"
+    scope: Scope
+    kind: str  # "requests" | "tokens"
+    amount: int
+    window: int  # seconds
+    shadow: bool
+    text: str  # as written in the policy
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    rule: str
+    scope: Scope
+    amount: int
+    shadow: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LimitGroup:
+    windows: tuple[WindowLimit, ...]
+    concurrency: ConcurrencyLimit | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTier:
+    name: str
+    limits: LimitGroup
+    max_output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    dialect: str
+    name: str  # the path or prefix as written: a bounded metrics label
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    exact: dict[str, CompiledRoute]
+    prefixes: tuple[tuple[str, CompiledRoute], ...]  # longest first
+
+    def match(self, path: str) -> CompiledRoute | None:
+        route = self.exact.get(path)
+        if route is not None:
+            return route
+        for prefix, candidate in self.prefixes:
+            if path.startswith(prefix):
+                return candidate
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    name: str
+    source: str
+    shadow: bool
+    sliding: bool
+    identity: schema.Identity
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    routes: Routes
+    tiers: dict[str, CompiledTier]
+    default_tier: str
+    global_limits: LimitGroup
+    body_max_bytes: int
+    chars_per_token: float
+    tokens_per_message: int
+    stream_usage: bool
+    storage: schema.Storage
+    admin_token: str | None
+    rules: tuple[str, ...] = field(default=())  # every rule name, to initialise metric labels
+    model: schema.Policy | None = None
+
+
+def _limit_group(
+    limit_set: schema.LimitSet, scope: Scope, prefix: str, policy_shadow: bool
+) -> LimitGroup:
+    windows: list[WindowLimit] = []
+    for kind, rules in (("requests", limit_set.requests), ("tokens", limit_set.tokens)):
+        for rule in rules:
+            shadow = (rule.mode or ("shadow" if policy_shadow else "enforce")) == "shadow"
+            for item in parse_many(rule.limit):
+                window = item.get_expiry()
+                windows.append(
+                    WindowLimit(
+                        rule=f"{prefix}.{kind}.{item.amount}/{_per(item.multiples, item.GRANULARITY.name)}",
+                        scope=scope,
+                        kind=kind,
+                        amount=item.amount,
+                        window=window,
+                        shadow=shadow,
+                        text=rule.limit,
+                    )
+                )
+    concurrency = None
+    if limit_set.concurrency is not None:
+        rule_mode = limit_set.concurrency.mode or ("shadow" if policy_shadow else "enforce")
+        concurrency = ConcurrencyLimit(
+            rule=f"{prefix}.concurrency",
+            scope=scope,
+            amount=limit_set.concurrency.max,
+            shadow=rule_mode == "shadow",
+        )
+    return LimitGroup(tuple(windows), concurrency)
+
+
+def compile_policy(policy: schema.Policy, source: str = "<policy>") -> CompiledPolicy:
+    shadow = policy.mode == "shadow"
+    tiers = {
+        name: CompiledTier(
+            name=name,
+            limits=_limit_group(tier, "account", f"tier.{name}", shadow),
+            max_output_tokens=tier.max_output_tokens,
+        )
+        for name, tier in policy.tiers.items()
+    }
+    global_limits = _limit_group(policy.global_, "global", "global", shadow)
+    exact: dict[str, CompiledRoute] = {}
+    prefixes: list[tuple[str, CompiledRoute]] = []
+    for route in policy.routes:
+        if route.path is not None:
+            exact.setdefault(route.path, CompiledRoute(route.dialect, route.path))
+        else:
+            assert route.prefix is not None
+            prefixes.append((route.prefix, CompiledRoute(route.dialect, route.prefix + "*")))
+    prefixes.sort(key=lambda pair: len(pair[0]), reverse=True)
+    admin_token = policy.admin.token or (
+        os.environ.get(policy.admin.token_env) if policy.admin.token_env else None
+    )
+    rules = tuple(
+        limit.rule
+        for group in (*(t.limits for t in tiers.values()), global_limits)
+        for limit in (*group.windows, *([group.concurrency] if group.concurrency else []))
+    )
+    return CompiledPolicy(
+        name=policy.name,
+        source=source,
+        shadow=shadow,
+        sliding=policy.strategy == "sliding-window",
+        identity=policy.identity,
+        trusted_proxies=tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in policy.identity.trusted_proxies
+        ),
+        routes=Routes(exact, tuple(prefixes)),
+        tiers=tiers,
+        default_tier=policy.identity.tier.default,
+        global_limits=global_limits,
+        body_max_bytes=policy.body.max_bytes,
+        chars_per_token=policy.tokens.chars_per_token,
+        tokens_per_message=policy.tokens.per_message,
+        stream_usage=policy.tokens.stream_usage,
+        storage=policy.storage,
+        admin_token=admin_token or None,
+        rules=tuple(dict.fromkeys(rules)),
+        model=policy,
+    )
+
+
+def _per(multiples: int, granularity: str) -> str:
+    return granularity if multiples == 1 else f"{multiples}{granularity}"

@@ -1,0 +1,184 @@
+"""The policy file's schema: every key known, every unknown key an error.
+
+pydantic does the validation; ``loader.py`` turns its error locations back into
+file:line. Limits are strings in ``limits`` notation ("60/minute", "10 per second;
+2000/day") or ``{limit: ..., mode: shadow}`` to run one rule in shadow.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from limits import parse_many
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Mode = Literal["enforce", "shadow"]
+Dialect = Literal["openai-chat", "anthropic-messages", "generic"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_limit_string(text: str) -> str:
+    try:
+        items = parse_many(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not in limits notation (e.g. '60/minute'): {exc}") from None
+    if not items:
+        raise ValueError(f"{text!r} holds no limit")
+    return text
+
+
+class LimitRule(Strict):
+    limit: str
+    mode: Mode | None = None  # None: the policy's mode
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        return {"limit": value} if isinstance(value, str) else value
+
+    @field_validator("limit")
+    @classmethod
+    def _valid(cls, value: str) -> str:
+        return _check_limit_string(value)
+
+
+class ConcurrencyRule(Strict):
+    max: Annotated[int, Field(ge=1)]
+    mode: Mode | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_int(cls, value: object) -> object:
+        return {"max": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class LimitSet(Strict):
+    requests: list[LimitRule] = []
+    tokens: list[LimitRule] = []
+    concurrency: ConcurrencyRule | None = None
+
+    @field_validator("requests", "tokens", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str | dict) else value
+
+
+class Tier(LimitSet):
+    max_output_tokens: Annotated[int, Field(ge=1)] = 4096
+
+
+class AccountSource(Strict):
+    """One place to look for the account id; the first that yields a value wins."""
+
+    header: str | None = None
+    state: str | None = None
+    api_key: bool = False  # authorization: Bearer / x-api-key, hashed
+    client_ip: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AccountSource:
+        chosen = [self.header is not None, self.state is not None, self.api_key, self.client_ip]
+        if sum(chosen) != 1:
+            raise ValueError("an account source needs exactly one of header, state, api_key, client_ip")
+        if self.header is not None:
+            object.__setattr__(self, "header", self.header.lower())
+        return self
+
+
+class TierSource(Strict):
+    header: str | None = None
+    state: str | None = None
+    default: str = "default"
+
+
+class Identity(Strict):
+    account: list[AccountSource] = Field(
+        default_factory=lambda: [
+            AccountSource(header="x-account-id"),
+            AccountSource(api_key=True),
+            AccountSource(client_ip=True),
+        ]
+    )
+    tier: TierSource = TierSource(header="x-account-tier")
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    # "trusted_proxies": context headers count only when the peer is a trusted proxy.
+    context_headers_from: Literal["anyone", "trusted_proxies"] = "anyone"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+        return values
+
+
+class Route(Strict):
+    path: str | None = None
+    prefix: str | None = None
+    dialect: Dialect = "generic"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Route:
+        if (self.path is None) == (self.prefix is None):
+            raise ValueError("a route needs exactly one of 'path' or 'prefix'")
+        return self
+
+
+class Body(Strict):
+    max_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+
+
+class Tokens(Strict):
+    chars_per_token: Annotated[float, Field(gt=0)] = 4.0
+    per_message: Annotated[int, Field(ge=0)] = 4
+    # Ask OpenAI-style upstreams for the final usage chunk (stream_options.include_usage)
+    # so streamed tokens are settled from real usage rather than estimated.
+    stream_usage: bool = True
+
+
+class Storage(Strict):
+    on_error: Literal["open", "closed", "local"] = "open"
+    timeout: Annotated[float, Field(gt=0, le=10)] = 0.05
+    replicas: Annotated[int, Field(ge=1)] = 1  # "local": per-process limits are divided by this
+    concurrency_lease: Annotated[float, Field(gt=0)] = 600.0
+    breaker_failures: Annotated[int, Field(ge=1)] = 5
+    breaker_reset: Annotated[float, Field(gt=0)] = 5.0
+
+
+class Admin(Strict):
+    token: str | None = None
+    token_env: str | None = "HYDRAGUARD_ADMIN_TOKEN"
+
+
+class Policy(Strict):
+    version: Literal[1] = 1
+    name: str = "default"
+    mode: Mode = "enforce"
+    strategy: Literal["sliding-window", "fixed-window"] = "sliding-window"
+    identity: Identity = Identity()
+    routes: list[Route] = [
+        Route(path="/v1/chat/completions", dialect="openai-chat"),
+        Route(path="/v1/messages", dialect="anthropic-messages"),
+    ]
+    body: Body = Body()
+    tokens: Tokens = Tokens()
+    tiers: dict[str, Tier] = {"default": Tier()}
+    global_: LimitSet = Field(default=LimitSet(), alias="global")
+    storage: Storage = Storage()
+    admin: Admin = Admin()
+
+    @model_validator(mode="after")
+    def _default_tier_exists(self) -> Policy:
+        if self.identity.tier.default not in self.tiers:
+            raise ValueError(
+                f"identity.tier.default is {self.identity.tier.default!r}, "
+                f"which is not among the tiers ({', '.join(sorted(self.tiers))})"
+            )
+        return self

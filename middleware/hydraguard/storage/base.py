@@ -1,0 +1,128 @@
+"""The storage protocol: what a decision needs from shared state.
+
+A decision is ONE call, ``acquire``: every applicable limit is checked and, only if
+all enforced ones fit, reserved — all or nothing, atomically. After the response,
+``settle`` corrects the token reservations to the real usage and returns the
+concurrency leases; it never blocks the caller (implementations run it inline when
+it is cheap, in the background otherwise, and ``drain`` waits for it).
+
+Sliding-window counter semantics (as in ``limits``' sliding-window-counter): a window
+of W seconds keeps the current and the previous fixed window's counts, and the
+usage at time t is ``previous * (W - elapsed) / W + current``. With
+``sliding=False`` the previous window weighs nothing (plain fixed windows).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit to check and reserve. ``window == 0`` marks a concurrency limit."""
+
+    key: str
+    limit: int
+    window: int
+    cost: int
+    shadow: bool = False
+
+
+@dataclass(slots=True)
+class Verdict:
+    admitted: bool  # every enforced check fits (shadow checks never refuse)
+    charged: bool  # whether anything was reserved (False when denied)
+    usage: list[float]  # per check: usage after the reservation (or now, when not charged)
+    retry_after: list[float]  # per check: seconds until it would fit (0 when it fits)
+    reset: list[float]  # per check: seconds until the current window rolls over
+    window_ids: list[int]  # per check: the fixed window the reservation went into
+
+    @property
+    def refusing(self) -> list[int]:
+        return [i for i, wait in enumerate(self.retry_after) if wait > 0]
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A correction to a token reservation, applied to the window it was made in."""
+
+    key: str
+    window: int
+    window_id: int
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    key: str
+    lease_id: str
+
+
+class Storage(ABC):
+    """Shared state for decisions. Implementations: MemoryStorage, RedisStorage."""
+
+    uri: str
+    shared: bool  # True when several processes see the same counts
+
+    @abstractmethod
+    async def acquire(
+        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+    ) -> Verdict: ...
+
+    @abstractmethod
+    def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
+        """Apply token corrections and release leases without blocking the caller."""
+
+    @abstractmethod
+    async def usage(self, checks: Sequence[Check], now: float) -> list[float]:
+        """Current usage of each check's limit, without reserving anything."""
+
+    @abstractmethod
+    async def clear(self, prefix: str) -> int:
+        """Remove every counter and lease whose key starts with ``prefix``."""
+
+    async def drain(self) -> None:
+        """Wait until background settlements have been applied."""
+
+    async def ping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        await self.drain()
+
+
+def window_usage(previous: float, current: float, elapsed: float, window: int, sliding: bool) -> float:
+    if not sliding:
+        return current
+    return previous * (window - elapsed) / window + current
+
+
+def retry_after(
+    previous: float, current: float, elapsed: float, window: int, limit: int, cost: int, sliding: bool
+) -> float:
+    """Seconds until ``cost`` more fits under ``limit`` if nothing else is added.
+
+    Solves the sliding-window-counter formula for the time at which the previous
+    window's weight has decayed enough; a cost above the limit never fits, so it
+    waits a whole window (the caller reports it as too large).
+    """
+    room = limit - cost
+    if room < 0:
+        return float(window)
+    if window_usage(previous, current, elapsed, window, sliding) <= room:
+        return 0.0
+    to_next = window - elapsed
+    if current <= room and sliding:
+        # Still in this window: wait for previous * (W - e) / W <= room - current.
+        return max(window * (1 - (room - current) / previous) - elapsed, 0.001)
+    if not sliding:
+        return to_next
+    # Next window: the current count becomes the previous one and decays from there.
+    return to_next + max(window * (1 - room / current), 0.0)
+
+
+def ceil_seconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds - 1e-9))

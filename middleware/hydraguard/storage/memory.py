@@ -1,0 +1,150 @@
+"""In-process storage: exact for one process, no I/O, atomic because nothing awaits inside."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .base import Charge, Check, Lease, Storage, Verdict, retry_after, window_usage
+
+_SWEEP_EVERY = 50_000  # operations between sweeps of idle counters
+
+
+class MemoryStorage(Storage):
+    shared = False
+
+    def __init__(self, uri: str = "memory://", *, sliding: bool = True) -> None:
+        self.uri = uri
+        self.sliding = sliding
+        # key -> [window_id, current, previous, window]; two numbers per limit, whatever the traffic.
+        self._windows: dict[str, list[float]] = {}
+        self._leases: dict[str, dict[str, float]] = {}  # key -> lease id -> expiry
+        self._ops = 0
+
+    async def acquire(
+        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+    ) -> Verdict:
+        return self.acquire_now(checks, now, lease_id, lease_ttl)
+
+    def acquire_now(
+        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+    ) -> Verdict:
+        n = len(checks)
+        usage = [0.0] * n
+        waits = [0.0] * n
+        resets = [0.0] * n
+        window_ids = [0] * n
+        admitted = True
+        all_fit = True
+        for i, check in enumerate(checks):
+            if check.window == 0:
+                held = self._live_leases(check.key, now)
+                usage[i] = len(held)
+                fits = usage[i] + check.cost <= check.limit
+                if not fits:
+                    soonest = min(held.values(), default=now + 1.0)
+                    waits[i] = max(soonest - now, 0.001)
+            else:
+                window_id = int(now // check.window)
+                elapsed = now - window_id * check.window
+                current, previous = self._counts(check.key, window_id, check.window)
+                usage[i] = window_usage(previous, current, elapsed, check.window, self.sliding)
+                resets[i] = check.window - elapsed
+                window_ids[i] = window_id
+                fits = usage[i] + check.cost <= check.limit
+                if not fits:
+                    waits[i] = retry_after(
+                        previous, current, elapsed, check.window, check.limit, check.cost, self.sliding
+                    )
+            if not fits:
+                all_fit = False
+                if not check.shadow:
+                    admitted = False
+        if admitted:
+            for i, check in enumerate(checks):
+                if all_fit or not check.shadow:
+                    self._reserve(check, window_ids[i], now, lease_id, lease_ttl)
+                    usage[i] += check.cost
+        self._maybe_sweep(now)
+        return Verdict(admitted, admitted, usage, waits, resets, window_ids)
+
+    def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
+        for charge in charges:
+            entry = self._windows.get(charge.key)
+            if entry is None or charge.delta == 0:
+                continue
+            # The reservation's window may have become the previous one since.
+            if entry[0] == charge.window_id:
+                entry[1] = max(entry[1] + charge.delta, 0.0)
+            elif entry[0] == charge.window_id + 1:
+                entry[2] = max(entry[2] + charge.delta, 0.0)
+        for lease in leases:
+            held = self._leases.get(lease.key)
+            if held is not None:
+                held.pop(lease.lease_id, None)
+                if not held:
+                    del self._leases[lease.key]
+
+    async def usage(self, checks: Sequence[Check], now: float) -> list[float]:
+        out: list[float] = []
+        for check in checks:
+            if check.window == 0:
+                out.append(float(len(self._live_leases(check.key, now))))
+                continue
+            window_id = int(now // check.window)
+            current, previous = self._counts(check.key, window_id, check.window)
+            elapsed = now - window_id * check.window
+            out.append(window_usage(previous, current, elapsed, check.window, self.sliding))
+        return out
+
+    async def clear(self, prefix: str) -> int:
+        doomed = [k for k in self._windows if k.startswith(prefix)]
+        doomed_leases = [k for k in self._leases if k.startswith(prefix)]
+        for key in doomed:
+            del self._windows[key]
+        for key in doomed_leases:
+            del self._leases[key]
+        return len(doomed) + len(doomed_leases)
+
+    def add_window_usage(self, key: str, window: int, now: float, amount: float) -> None:
+        """Add usage to a counter's current window (cluster merges carry usage over)."""
+        window_id = int(now // window)
+        self._counts(key, window_id, window)
+        self._windows[key][1] += amount
+
+    def _counts(self, key: str, window_id: int, window: int) -> tuple[float, float]:
+        entry = self._windows.get(key)
+        if entry is None:
+            self._windows[key] = [window_id, 0.0, 0.0, window]
+            return 0.0, 0.0
+        if entry[0] != window_id:
+            entry[2] = entry[1] if entry[0] == window_id - 1 else 0.0
+            entry[1] = 0.0
+            entry[0] = window_id
+        return entry[1], entry[2]
+
+    def _live_leases(self, key: str, now: float) -> dict[str, float]:
+        held = self._leases.get(key)
+        if held is None:
+            return {}
+        expired = [lease for lease, expiry in held.items() if expiry <= now]
+        for lease in expired:
+            del held[lease]
+        return held
+
+    def _reserve(self, check: Check, window_id: int, now: float, lease_id: str, ttl: float) -> None:
+        if check.window == 0:
+            self._leases.setdefault(check.key, {})[lease_id] = now + ttl
+        else:
+            self._windows[check.key][1] += check.cost
+
+    def _maybe_sweep(self, now: float) -> None:
+        # Forget counters idle for two windows: they weigh nothing any more.
+        self._ops += 1
+        if self._ops < _SWEEP_EVERY:
+            return
+        self._ops = 0
+        idle = [k for k, e in self._windows.items() if (e[0] + 2) * e[3] <= now]
+        for key in idle:
+            del self._windows[key]
+        for key in [k for k in self._leases if not self._live_leases(k, now)]:
+            del self._leases[key]

@@ -1,0 +1,125 @@
+"""What a decision does when shared storage fails: the policy's ``storage.on_error``.
+
+- ``open``: admit, reserve nothing, count the failure.
+- ``closed``: refuse (503 in the route's dialect) with the reason.
+- ``local``: decide on per-process memory counters, each limit divided by the
+  configured replica count, so N replicas together stay near the shared limit.
+
+Every call is bounded by ``storage.timeout``; after ``breaker_failures`` failures in
+a row the breaker opens and decisions stop waiting on the dead server, and once
+``breaker_reset`` seconds have passed one decision probes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import StorageError
+from ..metrics import Metrics
+from ..policy.schema import Storage as StorageSettings
+from .base import Charge, Check, Lease, Storage, Verdict
+from .memory import MemoryStorage
+
+log = logging.getLogger("hydraguard.storage")
+
+
+@dataclass(slots=True)
+class Outcome:
+    verdict: Verdict
+    store: Storage | None  # where the reservation lives (None: nothing was reserved)
+    degraded: str | None  # None, "storage_open", "storage_local", "storage_closed"
+
+
+class Breaker:
+    def __init__(self, failures: int, reset_after: float) -> None:
+        self.threshold = failures
+        self.reset_after = reset_after
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    def allows(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        if now - self.opened_at >= self.reset_after:
+            self.opened_at = now  # one probe per reset period
+            return True
+        return False
+
+    def success(self) -> bool:
+        """Record a success; True when this closed an open breaker (recovery)."""
+        recovered = self.opened_at is not None
+        self.failures = 0
+        self.opened_at = None
+        return recovered
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold and self.opened_at is None:
+            self.opened_at = now
+
+
+class ResilientStorage:
+    """Wraps a shared storage with timeouts, a circuit breaker and the policy's fallback."""
+
+    def __init__(self, primary: Storage, settings: StorageSettings, metrics: Metrics) -> None:
+        self.primary = primary
+        self.settings = settings
+        self.metrics = metrics
+        self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset)
+        self.local = MemoryStorage("memory://local", sliding=getattr(primary, "sliding", True))
+        self.direct = not primary.shared  # memory storage cannot fail: no timeout or breaker
+
+    async def acquire(
+        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+    ) -> Outcome:
+        if self.direct:
+            return Outcome(await self.primary.acquire(checks, now, lease_id, lease_ttl), self.primary, None)
+        if self.breaker.allows(time.monotonic()):
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    verdict = await self.primary.acquire(checks, now, lease_id, lease_ttl)
+            except (Exception, TimeoutError) as exc:  # redis errors, timeouts, script errors
+                self._failed("acquire", exc)
+            else:
+                if self.breaker.success():
+                    log.warning("hydraguard: storage %s is back", self.primary.uri)
+                    self.metrics.breaker_open.set(0)
+                return Outcome(verdict, self.primary, None)
+        return self._fallback(checks, now, lease_id, lease_ttl)
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self.metrics.storage_errors.labels(operation).inc()
+        was_open = self.breaker.opened_at is not None
+        self.breaker.failure(time.monotonic())
+        if self.breaker.opened_at is not None and not was_open:
+            self.metrics.breaker_open.set(1)
+            log.error("hydraguard: storage %s is failing, breaker open: %r", self.primary.uri, exc)
+
+    def _fallback(self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float) -> Outcome:
+        mode = self.settings.on_error
+        n = len(checks)
+        if mode == "open":
+            verdict = Verdict(True, False, [0.0] * n, [0.0] * n, [0.0] * n, [0] * n)
+            return Outcome(verdict, None, "storage_open")
+        if mode == "closed":
+            verdict = Verdict(False, False, [0.0] * n, [0.0] * n, [0.0] * n, [0] * n)
+            return Outcome(verdict, None, "storage_closed")
+        replicas = self.settings.replicas
+        scaled = [
+            Check(c.key, max(1, c.limit // replicas), c.window, c.cost, c.shadow) for c in checks
+        ]
+        return Outcome(self.local.acquire_now(scaled, now, lease_id, lease_ttl), self.local, "storage_local")
+
+    def settle(self, store: Storage | None, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
+        if store is not None:
+            store.settle(charges, leases, now)
+
+    async def aclose(self) -> None:
+        try:
+            await self.primary.aclose()
+        except Exception as exc:
+            raise StorageError(f"closing {self.primary.uri}: {exc}") from exc
