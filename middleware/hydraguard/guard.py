@@ -6,15 +6,17 @@ finish on the Guard they started with.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admit.gate import Decision, Gate
 from .admit.headers import policy_header, ratelimit_headers
+from .admit.plan import BLOCK
 from .identify import Identifier, decode_headers
 from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive, with_content_length
 from .inspect.dialect import Dialect
@@ -42,6 +44,7 @@ class Guard:
         self.clock = clock
         self.decision_seconds = metrics.decision_seconds.labels(policy.name)
         self.in_flight = metrics.in_flight.labels(policy.name)
+        self._route_children: dict[str, tuple[Any, Any, Any]] = {}
         # RateLimit-Policy is the same for every request of a tier: build it once.
         self.policy_headers = {
             tier: (b"ratelimit-policy", policy_header(self.gate.planner.plan("x", tier, 0).limits))
@@ -70,7 +73,7 @@ class Guard:
                 )
                 return
             try:
-                parsed = json.loads(body)
+                parsed = orjson.loads(body)
                 if not isinstance(parsed, dict):
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:
@@ -82,18 +85,18 @@ class Guard:
             receive = replay_receive(body, receive)
         decision = await self.gate.admit(identity, facts, self.clock())
         self.decision_seconds.observe(time.perf_counter() - started)
-        extra = [self.policy_headers[identity.tier], *ratelimit_headers(
-            decision.plan.limits, decision.plan.checks, decision.verdict, dialect.name == "openai-chat"
-        )]
+        plan = decision.plan
+        extra = ratelimit_headers(
+            plan.limits, plan.layout.kinds, plan.checks, decision.verdict, dialect.name == "openai-chat"
+        )
+        extra.append(self.policy_headers[identity.tier])
         if not decision.admitted:
             await self._refuse(route, dialect, decision, extra, send)
             return
         outcome = "shadow_deny" if decision.shadow_denied else (decision.degraded or "allow")
         self.metrics.decision(policy.name, route.name, outcome, decision.rule)
         if facts is not None:
-            self.metrics.tokens_reserved.labels(policy.name, route.name).inc(
-                decision.input_estimate + decision.output_reserved
-            )
+            self._route_metrics(route)[0].inc(decision.input_estimate + decision.output_reserved)
         await self._forward(route, dialect, decision, extra, scope, receive, send, app)
 
     def _rewrite(
@@ -107,7 +110,7 @@ class Guard:
         if isinstance(options, dict) and options.get("include_usage") is True:
             return body, scope
         data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-        body = json.dumps(data).encode()
+        body = orjson.dumps(data)
         return body, with_content_length(dict(scope), len(body))
 
     async def _refuse(
@@ -122,8 +125,12 @@ class Guard:
             )
             return
         self.metrics.decision(self.policy.name, route.name, "deny", decision.rule)
-        limit = next(l for l in decision.plan.limits if l.rule == decision.rule)
-        if decision.too_large:
+        limit = next(item for item in decision.plan.limits if item.rule == decision.rule)
+        reason = "quota"
+        if decision.rule == BLOCK.rule:
+            reason = "blocked"
+            message = f"This account is blocked for {decision.retry_after} s."
+        elif decision.too_large:
             message = (
                 f"This request alone exceeds the limit {decision.rule} ({getattr(limit, 'text', '')}); "
                 "lower max_tokens or shorten the prompt."
@@ -136,7 +143,7 @@ class Guard:
         headers = [(b"retry-after", str(decision.retry_after).encode()), *extra]
         await send_error(
             send, dialect, 429, message, "rate_limit_exceeded",
-            headers=headers, extra={"rule": decision.rule, "reason": "quota"},
+            headers=headers, extra={"rule": decision.rule, "reason": reason},
         )
 
     async def _forward(
@@ -188,6 +195,18 @@ class Guard:
             source = "estimate"
         self.gate.settle(decision, used, self.clock())
         if source != "none":
-            self.metrics.tokens_settled.labels(self.policy.name, route.name, source).inc(used)
+            self._route_metrics(route)[1 if source == "usage" else 2].inc(used)
+
+    def _route_metrics(self, route: CompiledRoute) -> tuple[Any, Any, Any]:
+        """Per-route metric children, looked up once (labels() costs more than inc())."""
+        found = self._route_children.get(route.name)
+        if found is None:
+            name = self.policy.name
+            found = self._route_children[route.name] = (
+                self.metrics.tokens_reserved.labels(name, route.name),
+                self.metrics.tokens_settled.labels(name, route.name, "usage"),
+                self.metrics.tokens_settled.labels(name, route.name, "estimate"),
+            )
+        return found
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .admin import PREFIX as ADMIN_PREFIX
+from .admin import AdminAPI
 from .errors import PolicyError
 from .guard import Guard
 from .metrics import Metrics, metrics_for
@@ -52,6 +54,7 @@ class HydraGuard:
         self.storage = ResilientStorage(backend, compiled.storage, self.metrics)
         self.clock = clock
         self.guard = Guard(compiled, self.storage, self.metrics, clock)
+        self.admin = AdminAPI(self)
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -60,6 +63,9 @@ class HydraGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith(ADMIN_PREFIX):
+            await self.admin(scope, receive, send)
             return
         guard = self.guard  # one policy for the whole request, even across a reload
         route = guard.policy.routes.match(scope["path"])

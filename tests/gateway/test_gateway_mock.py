@@ -23,7 +23,10 @@ ANTHROPIC_BODY = {
     "model": "claude-test",
     "system": "be brief",
     "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "one two"}, {"type": "text", "text": "three"}]}
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "one two"}, {"type": "text", "text": "three"}],
+        }
     ],
 }
 ANTHROPIC_INPUT_TOKENS = 5
@@ -33,7 +36,9 @@ async def chat(client: httpx.AsyncClient, **fields: Any) -> httpx.Response:
     return await client.post("/v1/chat/completions", json={"messages": OPENAI_MESSAGES, **fields})
 
 
-async def test_openai_reply_is_deterministic_with_exact_usage(mock_client: httpx.AsyncClient) -> None:
+async def test_openai_reply_is_deterministic_with_exact_usage(
+    mock_client: httpx.AsyncClient,
+) -> None:
     first = (await chat(mock_client, model="gpt-test")).json()
     second = (await chat(mock_client, model="gpt-test")).json()
     text = first["choices"][0]["message"]["content"]
@@ -58,7 +63,9 @@ async def test_reply_depends_on_prompt(mock_client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
-async def test_openai_max_tokens_cuts_with_length(mock_client: httpx.AsyncClient, field: str) -> None:
+async def test_openai_max_tokens_cuts_with_length(
+    mock_client: httpx.AsyncClient, field: str
+) -> None:
     full = (await chat(mock_client)).json()["choices"][0]["message"]["content"]
     body = (await chat(mock_client, **{field: 5})).json()
     assert body["choices"][0]["message"]["content"] == " ".join(full.split()[:5])
@@ -78,7 +85,9 @@ async def test_openai_n_choices_all_counted(mock_client: httpx.AsyncClient) -> N
     assert body["usage"]["completion_tokens"] == sum(lengths)
 
 
-async def test_openai_stream_without_usage(mock_client: httpx.AsyncClient, parse_sse: ParseSSE) -> None:
+async def test_openai_stream_without_usage(
+    mock_client: httpx.AsyncClient, parse_sse: ParseSSE
+) -> None:
     plain = (await chat(mock_client, max_tokens=8)).json()
     response = await chat(mock_client, max_tokens=8, stream=True)
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -93,7 +102,9 @@ async def test_openai_stream_without_usage(mock_client: httpx.AsyncClient, parse
     assert len(chunks) == 8 + 2  # role chunk, one chunk per token, finish chunk
 
 
-async def test_openai_stream_with_usage(mock_client: httpx.AsyncClient, parse_sse: ParseSSE) -> None:
+async def test_openai_stream_with_usage(
+    mock_client: httpx.AsyncClient, parse_sse: ParseSSE
+) -> None:
     plain = (await chat(mock_client, n=2)).json()
     response = await chat(mock_client, n=2, stream=True, stream_options={"include_usage": True})
     events = parse_sse(response.text)
@@ -128,7 +139,9 @@ async def test_anthropic_max_tokens_cut(mock_client: httpx.AsyncClient) -> None:
     assert len(body["content"][0]["text"].split()) == 3 == body["usage"]["output_tokens"]
 
 
-async def test_anthropic_stream_event_sequence(mock_client: httpx.AsyncClient, parse_sse: ParseSSE) -> None:
+async def test_anthropic_stream_event_sequence(
+    mock_client: httpx.AsyncClient, parse_sse: ParseSSE
+) -> None:
     request = {**ANTHROPIC_BODY, "max_tokens": 4}
     plain = (await mock_client.post("/v1/messages", json=request)).json()
     response = await mock_client.post("/v1/messages", json={**request, "stream": True})
@@ -159,8 +172,10 @@ async def test_anthropic_stream_event_sequence(mock_client: httpx.AsyncClient, p
     [
         (
             "/v1/chat/completions",
-            lambda b: b["error"]["type"] == "invalid_request_error"
-            and set(b["error"]) == {"message", "type", "param", "code"},
+            lambda b: (
+                b["error"]["type"] == "invalid_request_error"
+                and set(b["error"]) == {"message", "type", "param", "code"}
+            ),
         ),
         (
             "/v1/messages",
@@ -169,7 +184,9 @@ async def test_anthropic_stream_event_sequence(mock_client: httpx.AsyncClient, p
     ],
     ids=["openai", "anthropic"],
 )
-@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe"], ids=["syntax", "array", "bytes"])
+@pytest.mark.parametrize(
+    "content", [b"{not json", b"[1, 2]", b"\xff\xfe"], ids=["syntax", "array", "bytes"]
+)
 async def test_malformed_body_is_400_in_route_envelope(
     mock_client: httpx.AsyncClient, path: str, envelope: Callable[[Any], bool], content: bytes
 ) -> None:
@@ -184,7 +201,9 @@ async def test_anthropic_requires_max_tokens(mock_client: httpx.AsyncClient) -> 
     assert response.json()["error"]["message"] == "max_tokens: Field required"
 
 
-@pytest.mark.parametrize("bad", [{"max_tokens": 0}, {"max_tokens": "5"}, {"n": True}, {"messages": []}])
+@pytest.mark.parametrize(
+    "bad", [{"max_tokens": 0}, {"max_tokens": "5"}, {"n": True}, {"messages": []}]
+)
 async def test_openai_invalid_fields(mock_client: httpx.AsyncClient, bad: dict[str, Any]) -> None:
     response = await mock_client.post(
         "/v1/chat/completions", json={"messages": OPENAI_MESSAGES, **bad}

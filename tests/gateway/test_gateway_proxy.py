@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hydraguard.gateway.mock import create_mock_app
 from hydraguard.gateway.proxy import UpstreamProxy, create_proxy_app
@@ -44,7 +45,7 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
     body, messages = b"", 0
     while True:
         message = await receive()
-        messages += 1
+        messages += 1 if message.get("body") else 0
         body += message.get("body", b"")
         if not message.get("more_body", False):
             break
@@ -54,7 +55,7 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
         "query": scope["query_string"].decode(),
         "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
         "body_length": len(body),
-        "body_messages": messages,
+        "body_messages": messages,  # non-empty ones
     }
     headers = [
         (b"content-type", b"application/json"),
@@ -98,7 +99,15 @@ async def test_request_hop_by_hop_dropped_and_forwarded_headers_added() -> None:
         )
     assert response.status_code == 201
     headers = header_map(response.json())
-    for dropped in ["connection", "x-private", "keep-alive", "te", "proxy-authorization", "upgrade", "trailer"]:
+    for dropped in [
+        "connection",
+        "x-private",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+        "trailer",
+    ]:
         assert dropped not in headers
     assert headers["host"] == ["upstream.test"]
     assert headers["x-account-id"] == ["acct-1"]
@@ -124,7 +133,11 @@ async def test_path_and_query_appended_to_base_prefix() -> None:
     async with proxied("http://upstream.test/api/", transport=transport) as http:
         response = await http.get("/v1/x%20y/z?a=1&b=%2F")
     seen = response.json()
-    assert (seen["method"], seen["raw_path"], seen["query"]) == ("GET", "/api/v1/x%20y/z", "a=1&b=%2F")
+    assert (seen["method"], seen["raw_path"], seen["query"]) == (
+        "GET",
+        "/api/v1/x%20y/z",
+        "a=1&b=%2F",
+    )
     headers = header_map(seen)
     assert "content-length" not in headers and "transfer-encoding" not in headers
 
@@ -175,13 +188,17 @@ def closed_port() -> int:
         ("/v1/messages", lambda r: r.json()["error"]["type"] == "api_error"),
         (
             "/health",
-            lambda r: r.headers["content-type"] == "application/problem+json"
-            and r.json()["status"] == 502,
+            lambda r: (
+                r.headers["content-type"] == "application/problem+json"
+                and r.json()["status"] == 502
+            ),
         ),
     ],
     ids=["openai", "anthropic", "problem"],
 )
-async def test_closed_upstream_port_is_502(path: str, check: Callable[[httpx.Response], bool]) -> None:
+async def test_closed_upstream_port_is_502(
+    path: str, check: Callable[[httpx.Response], bool]
+) -> None:
     async with proxied(f"http://127.0.0.1:{closed_port()}") as http:
         response = await http.post(path, json={})
     assert response.status_code == 502
@@ -202,57 +219,64 @@ async def test_error_response_is_injectable() -> None:
 
 
 def gated_upstream(
-    first: bytes, rest: bytes, gate: asyncio.Event, upstream_state: dict[str, bool]
+    first: bytes, rest: bytes, gate: asyncio.Event, events: dict[str, asyncio.Event]
 ) -> ASGIApp:
     """Upstream that sends ``first``, waits for ``gate``, then sends ``rest``."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        while (await receive()).get("more_body"):
+            pass
+
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": first, "more_body": True})
         waiter = asyncio.ensure_future(gate.wait())
-        disconnect = asyncio.ensure_future(receive())
-        done, pending = await asyncio.wait({waiter, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+        disconnect = asyncio.ensure_future(disconnected())
+        done, pending = await asyncio.wait(
+            {waiter, disconnect}, return_when=asyncio.FIRST_COMPLETED
+        )
         for task in pending:
             task.cancel()
         if disconnect in done:
-            upstream_state["saw_disconnect"] = True
+            events["saw_disconnect"].set()
             return
         await send({"type": "http.response.body", "body": rest})
-        upstream_state["finished"] = True
+        events["finished"].set()
 
     return app
 
 
 async def test_stream_reaches_client_before_upstream_finishes(serve: Serve) -> None:
-    gate, state = asyncio.Event(), {"finished": False}
-    upstream = await serve(gated_upstream(b"data: one\n\n", b"data: two\n\n", gate, state))
+    gate, events = asyncio.Event(), {"finished": asyncio.Event()}
+    upstream = await serve(gated_upstream(b"data: one\n\n", b"data: two\n\n", gate, events))
     gateway = await serve(create_proxy_app(upstream))
     async with httpx.AsyncClient() as http:
         async with http.stream("POST", f"{gateway}/v1/chat/completions", json={}) as response:
             chunks = response.aiter_raw()
             first = await asyncio.wait_for(anext(chunks), GUARD)
             assert first == b"data: one\n\n"
-            assert not state["finished"]
+            assert not events["finished"].is_set()
             gate.set()
             rest = b"".join([chunk async for chunk in chunks])
     assert rest == b"data: two\n\n"
-    assert state["finished"]
+    assert events["finished"].is_set()
 
 
 async def test_client_disconnect_closes_upstream_response(serve: Serve) -> None:
-    gate, state = asyncio.Event(), {"saw_disconnect": False}
-    upstream = await serve(gated_upstream(b"data: one\n\n", b"", gate, state))
+    gate, events = asyncio.Event(), {"saw_disconnect": asyncio.Event()}
+    upstream = await serve(gated_upstream(b"data: one\n\n", b"", gate, events))
     gateway = await serve(create_proxy_app(upstream))
     try:
         async with httpx.AsyncClient() as http:
             async with http.stream("GET", f"{gateway}/v1/stream") as response:
                 await asyncio.wait_for(anext(response.aiter_raw()), GUARD)
-        async with asyncio.timeout(GUARD):
-            while not state["saw_disconnect"]:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(events["saw_disconnect"].wait(), GUARD)
     finally:
         gate.set()
 
@@ -332,3 +356,47 @@ def test_upstream_must_be_a_base_url() -> None:
         UpstreamProxy("ftp://example.test")
     with pytest.raises(ValueError, match="upstream"):
         UpstreamProxy("http://example.test/?a=1")
+
+
+class TrackedStream(httpx.AsyncByteStream):
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in (b"data: one\n\n", b"data: two\n\n"):
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_upstream_closed_when_client_send_fails() -> None:
+    # ASGI 2.4 servers report a gone client by raising OSError from send, mid-body.
+    stream = TrackedStream()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=stream))
+    proxy = UpstreamProxy("http://upstream.test", transport=transport)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v1/stream",
+        "raw_path": b"/v1/stream",
+        "query_string": b"",
+        "headers": [(b"host", b"gateway.test")],
+        "client": ("127.0.0.1", 1),
+    }
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("client went away")
+
+    try:
+        with pytest.raises(ClientDisconnect):
+            await proxy(scope, receive, send)
+    finally:
+        await proxy.aclose()
+    assert stream.closed

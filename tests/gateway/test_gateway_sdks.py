@@ -1,14 +1,17 @@
-"""The official openai and anthropic SDKs parse the mock served on a real loopback socket."""
+"""The mock served on a real loopback socket: the official SDKs parse it, events flush alone."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import anthropic
+import httpx
 import openai
 import pytest
 from starlette.types import ASGIApp
 
+from hydraguard.gateway import mock as mock_module
 from hydraguard.gateway.mock import create_mock_app
 from hydraguard.gateway.mock_reply import generate
 
@@ -102,3 +105,33 @@ async def test_anthropic_sdk_raises_on_error_envelope(serve: Serve) -> None:
                 messages=[{"role": "user", "content": PROMPT}],
             )
     assert caught.value.status_code == 400
+
+
+async def test_mock_flushes_each_event_on_a_real_socket(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hold the mock at its first token delay: what the client has by then was flushed alone.
+    gate = asyncio.Event()
+
+    async def held(seconds: float) -> None:
+        await gate.wait()
+
+    monkeypatch.setattr(mock_module, "sleep", held)
+    base = await serve(create_mock_app(token_delay=0.01))
+    body = {
+        "model": "m",
+        "max_tokens": 3,
+        "stream": True,
+        "messages": [{"role": "user", "content": PROMPT}],
+    }
+    received = b""
+    async with httpx.AsyncClient() as http:
+        async with http.stream("POST", f"{base}/v1/messages", json=body) as response:
+            chunks = response.aiter_raw()
+            while b"event: ping" not in received:
+                received += await asyncio.wait_for(anext(chunks), 10)
+            assert b"content_block_delta" not in received
+            gate.set()
+            received += b"".join([chunk async for chunk in chunks])
+    assert received.count(b"event: content_block_delta") == 3
+    assert received.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')

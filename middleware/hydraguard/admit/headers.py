@@ -1,6 +1,10 @@
 """Rate-limit response headers: IETF RateLimit-Policy / RateLimit (draft-ietf-httpapi-
 ratelimit-headers, structured fields) on every response of a limited route, and the
-OpenAI-style ``x-ratelimit-*`` family on openai-chat routes."""
+OpenAI-style ``x-ratelimit-*`` family on openai-chat routes.
+
+RateLimit-Policy lists every limit of the tier; RateLimit reports, per kind (requests,
+tokens, concurrency), the limit with the least room left — the one a client must pace to.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,14 @@ from collections.abc import Sequence
 
 from ..policy.compiled import ConcurrencyLimit, WindowLimit
 from ..storage.base import Check, Verdict
-
-Limit = WindowLimit | ConcurrencyLimit
+from .plan import Limit
 
 
 def policy_header(limits: Sequence[Limit]) -> bytes:
     items = []
     for limit in limits:
+        if not isinstance(limit, WindowLimit | ConcurrencyLimit):
+            continue
         if isinstance(limit, WindowLimit):
             unit = "" if limit.kind == "requests" else ';qu="tokens"'
             items.append(f'"{limit.rule}";q={limit.amount};w={limit.window}{unit}')
@@ -37,24 +42,40 @@ def go_duration(seconds: float) -> str:
 
 
 def ratelimit_headers(
-    limits: Sequence[Limit], checks: Sequence[Check], verdict: Verdict, openai: bool
+    limits: Sequence[Limit], kinds: Sequence[str], checks: Sequence[Check], verdict: Verdict, openai: bool
 ) -> list[tuple[bytes, bytes]]:
+    usage = verdict.usage
+    tightest: dict[str, tuple[float, int]] = {}  # kind -> (room, index) of the enforced check with least room
+    for i, check in enumerate(checks):
+        if check.shadow or check.window < 0:
+            continue
+        room = check.limit - usage[i]
+        best = tightest.get(kinds[i])
+        if best is None or room < best[0]:
+            tightest[kinds[i]] = (room, i)
     items = []
-    binding: dict[str, tuple[int, int, float]] = {}  # kind -> (limit, remaining, reset)
-    for limit, check, used, reset in zip(limits, checks, verdict.usage, verdict.reset, strict=True):
-        remaining = max(0, math.floor(check.limit - used))
-        if check.window:
-            items.append(f'"{limit.rule}";r={remaining};t={math.ceil(reset)}')
-            if openai and not check.shadow:
-                kind = limit.kind  # type: ignore[union-attr]
-                best = binding.get(kind)
-                if best is None or remaining < best[1]:
-                    binding[kind] = (check.limit, remaining, reset)
+    out: list[tuple[bytes, bytes]] = []
+    for kind, (room, i) in tightest.items():
+        remaining = max(0, int(room))
+        if checks[i].window:
+            reset = verdict.reset[i]
+            items.append(f'"{limits[i].rule}";r={remaining};t={math.ceil(reset)}')
+            if openai:
+                names = _OPENAI_NAMES[kind]
+                out.append((names[0], str(checks[i].limit).encode()))
+                out.append((names[1], str(remaining).encode()))
+                out.append((names[2], go_duration(reset).encode()))
         else:
-            items.append(f'"{limit.rule}";r={remaining}')
-    out = [(b"ratelimit", ", ".join(items).encode())]
-    for kind, (amount, remaining, reset) in binding.items():
-        out.append((f"x-ratelimit-limit-{kind}".encode(), str(amount).encode()))
-        out.append((f"x-ratelimit-remaining-{kind}".encode(), str(remaining).encode()))
-        out.append((f"x-ratelimit-reset-{kind}".encode(), go_duration(reset).encode()))
+            items.append(f'"{limits[i].rule}";r={remaining}')
+    out.append((b"ratelimit", ", ".join(items).encode()))
     return out
+
+
+_OPENAI_NAMES = {
+    kind: (
+        f"x-ratelimit-limit-{kind}".encode(),
+        f"x-ratelimit-remaining-{kind}".encode(),
+        f"x-ratelimit-reset-{kind}".encode(),
+    )
+    for kind in ("requests", "tokens")
+}

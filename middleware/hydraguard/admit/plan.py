@@ -9,7 +9,22 @@ from ..policy.compiled import CompiledPolicy, ConcurrencyLimit, LimitGroup, Wind
 from ..storage.base import Check
 
 KEY_PREFIX = "hg:"
-Limit = WindowLimit | ConcurrencyLimit
+BLOCK_SUFFIX = ":b"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFlag:
+    """An account block (admin API or an anomaly rule): refuses while it lasts."""
+
+    rule: str = "account.block"
+    scope: str = "account"
+    amount: int = 1
+    shadow: bool = False
+    text: str = "blocked"
+
+
+BLOCK = BlockFlag()
+Limit = WindowLimit | ConcurrencyLimit | BlockFlag
 
 
 def subject_tag(scope_letter: str, subject: str) -> str:
@@ -24,47 +39,75 @@ def account_prefix(account: str) -> str:
     return KEY_PREFIX + subject_tag("a", account)
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The static part of a plan for one tier: built once per policy, shared by requests."""
+
+    limits: tuple[Limit, ...]
+    kinds: tuple[str, ...]  # "requests" | "tokens" | "concurrency", per check
+    token_checks: tuple[int, ...]  # settled after the response
+    lease_checks: tuple[int, ...]  # released after the response
+    # per check: (is_account_scoped, key suffix, amount, window, is_tokens, shadow)
+    specs: tuple[tuple[bool, str, int, int, bool, bool], ...]
+
+
 @dataclass(slots=True)
 class Plan:
-    limits: list[Limit]
+    layout: Layout
     checks: list[Check]
-    token_checks: list[int]  # indexes of token checks (settled after the response)
-    lease_checks: list[int]  # indexes of concurrency checks (released after the response)
+
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        return self.layout.limits
+
+    @property
+    def token_checks(self) -> tuple[int, ...]:
+        return self.layout.token_checks
+
+    @property
+    def lease_checks(self) -> tuple[int, ...]:
+        return self.layout.lease_checks
+
+
+def _layout(groups: list[tuple[bool, LimitGroup]]) -> Layout:
+    limits: list[Limit] = [BLOCK]
+    kinds: list[str] = ["block"]
+    specs: list[tuple[bool, str, int, int, bool, bool]] = [(True, BLOCK_SUFFIX, 1, -1, False, False)]
+    for account_scoped, group in groups:
+        for window in group.windows:
+            limits.append(window)
+            kinds.append(window.kind)
+            specs.append(
+                (account_scoped, f":{window.kind[0]}{window.window}", window.amount, window.window,
+                 window.kind == "tokens", window.shadow)
+            )
+        if group.concurrency is not None:
+            limits.append(group.concurrency)
+            kinds.append("concurrency")
+            specs.append((account_scoped, ":c", group.concurrency.amount, 0, False, group.concurrency.shadow))
+    return Layout(
+        limits=tuple(limits),
+        kinds=tuple(kinds),
+        token_checks=tuple(i for i, kind in enumerate(kinds) if kind == "tokens"),
+        lease_checks=tuple(i for i, kind in enumerate(kinds) if kind == "concurrency"),
+        specs=tuple(specs),
+    )
 
 
 class Planner:
     def __init__(self, policy: CompiledPolicy) -> None:
-        self.tiers = {
-            name: self._compile(tier.limits) for name, tier in policy.tiers.items()
+        self.layouts = {
+            name: _layout([(True, tier.limits), (False, policy.global_limits)])
+            for name, tier in policy.tiers.items()
         }
-        self.global_ = self._compile(policy.global_limits)
         self.global_prefix = KEY_PREFIX + "{g}"
 
-    @staticmethod
-    def _compile(group: LimitGroup) -> list[tuple[Limit, str]]:
-        out: list[tuple[Limit, str]] = []
-        for limit in group.windows:
-            out.append((limit, f":{limit.kind[0]}{limit.window}"))
-        if group.concurrency is not None:
-            out.append((group.concurrency, ":c"))
-        return out
-
     def plan(self, account: str, tier: str, tokens: int) -> Plan:
-        limits: list[Limit] = []
-        checks: list[Check] = []
-        token_checks: list[int] = []
-        lease_checks: list[int] = []
-        for prefix, entries in ((account_prefix(account), self.tiers[tier]), (self.global_prefix, self.global_)):
-            for limit, suffix in entries:
-                if isinstance(limit, WindowLimit):
-                    if limit.kind == "tokens":
-                        token_checks.append(len(checks))
-                        cost = tokens
-                    else:
-                        cost = 1
-                    checks.append(Check(prefix + suffix, limit.amount, limit.window, cost, limit.shadow))
-                else:
-                    lease_checks.append(len(checks))
-                    checks.append(Check(prefix + suffix, limit.amount, 0, 1, limit.shadow))
-                limits.append(limit)
-        return Plan(limits, checks, token_checks, lease_checks)
+        layout = self.layouts[tier]
+        own = account_prefix(account)
+        shared = self.global_prefix
+        checks = [
+            Check((own if scoped else shared) + suffix, amount, window, tokens if is_tokens else 1, shadow)
+            for scoped, suffix, amount, window, is_tokens, shadow in layout.specs
+        ]
+        return Plan(layout, checks)

@@ -132,7 +132,8 @@ class ClusterIndex:
             self._union(a, self._first[vid])
         else:
             weight, evidence, threshold = self.weights[s], self._evidence, self._threshold
-            for b in others:
+            # In arrival order, so unions (and so cluster ids) come out as in the Redis index.
+            for b in sorted(others):
                 key = pair_key(a, b)
                 total = evidence.get(key, 0.0) + weight
                 evidence[key] = total
@@ -236,18 +237,19 @@ class ClusterIndex:
             self._on_split(old, new_ids)
 
     def _relink(self, group: set[int], union: Union) -> None:
-        # Strong values first: each one is a hyperedge over its holders in the group.
-        done: set[int] = set()
-        for x in sorted(group):
-            for v in self.seen[x][0::2]:
-                vid = int(v)
-                if vid in done or not self.strong[self.value_signal[vid]]:
-                    continue
-                done.add(vid)
-                holders = self.holders[vid]
-                held = sorted(group & holders) if isinstance(holders, set) else []
-                for y in held[1:]:
-                    union(held[0], y)
+        # Strong values first, each a hyperedge over its holders in the group; sorted
+        # as the Redis index sorts them, so both split a cluster alike.
+        strong = {
+            int(v)
+            for x in group
+            for v in self.seen[x][0::2]
+            if self.strong[self.value_signal[int(v)]]
+        }
+        for vid in sorted(strong, key=self._value_key):
+            holders = self.holders[vid]
+            held = sorted(group & holders) if isinstance(holders, set) else []
+            for y in held[1:]:
+                union(held[0], y)
         # Then pair edges (weak evidence and operator links) in the order they formed.
         pairs = sorted(
             (self.edges[pair_key(x, y)], x, y)
@@ -289,6 +291,9 @@ class ClusterIndex:
             self.account_names.append(account)
             self.seen.append([])
         return a
+
+    def _value_key(self, vid: int) -> str:
+        return f"{self.signal_names[self.value_signal[vid]]}\x1f{self.value_text[vid]}"
 
     def _cid(self, root: int) -> str:
         return cluster_id(self.account_names[root])

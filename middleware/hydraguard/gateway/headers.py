@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+
+from starlette.types import Scope
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -38,7 +39,7 @@ def end_to_end(headers: Iterable[tuple[bytes, bytes]], drop: Iterable[bytes] = (
     return [(name, value) for name, value in lowered if name not in skip]
 
 
-def upstream_request_headers(scope: dict[str, Any], *, keep_length: bool) -> RawHeaders:
+def upstream_request_headers(scope: Scope, *, keep_length: bool) -> RawHeaders:
     """What the proxy sends upstream for this ASGI request.
 
     ``host`` is left out (the upstream client sets its own); ``content-length`` is kept

@@ -93,7 +93,9 @@ class _MockModel:
             "total_tokens": prompt_tokens + completion_tokens,
         }
         if stream:
-            return self._stream(self._openai_events(head, replies, usage if include_usage else None))
+            return self._stream(
+                self._openai_events(head, replies, usage if include_usage else None)
+            )
         choices = [
             {
                 "index": index,
@@ -103,7 +105,9 @@ class _MockModel:
             }
             for index, reply in enumerate(replies)
         ]
-        return JSONResponse({**head, "object": "chat.completion", "choices": choices, "usage": usage})
+        return JSONResponse(
+            {**head, "object": "chat.completion", "choices": choices, "usage": usage}
+        )
 
     async def _openai_events(
         self, head: dict[str, Any], replies: list[Reply], usage: dict[str, int] | None
@@ -174,9 +178,7 @@ class _MockModel:
         yield event("ping")
         for piece in reply.pieces():
             await self._pause(self.token_delay)
-            yield event(
-                "content_block_delta", index=0, delta={"type": "text_delta", "text": piece}
-            )
+            yield event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
         yield event("content_block_stop", index=0)
         yield event(
             "message_delta",

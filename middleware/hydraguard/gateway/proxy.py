@@ -101,6 +101,9 @@ class UpstreamProxy:
             return
         path: str = scope["path"]
         first = await receive()
+        # Skip empty leading messages so a body-less request is sent without a body.
+        while first["type"] == "http.request" and first.get("more_body") and not first.get("body"):
+            first = await receive()
         if first["type"] == "http.disconnect":
             return
         if first.get("more_body", False):

@@ -134,7 +134,7 @@ def _majority_bits(lanes: int, n: int) -> int:
 
 
 def band_keys(fp: int, bands: int = 4) -> list[str]:
-    """LSH keys: ``fp`` cut into ``bands`` bands; fingerprints within ``bands - 1`` bits share one."""
+    """LSH keys: ``fp`` cut in ``bands`` bands; fingerprints within ``bands - 1`` bits share one."""
     assert 0 < bands <= 64 and 64 % bands == 0, "bands must divide 64"
     width = 64 // bands
     mask = (1 << width) - 1

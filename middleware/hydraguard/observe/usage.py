@@ -7,10 +7,11 @@ garbage: an unparsable event is counted and skipped, never fatal.
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from typing import Any
+
+import orjson
 
 from ..inspect.dialect import Dialect, StreamTally
 
@@ -84,7 +85,7 @@ class UsageReader:
     def finish(self) -> None:
         if self._mode == "json" and self._buffer:
             try:
-                body = json.loads(self._buffer)
+                body = orjson.loads(self._buffer)
             except ValueError:
                 self.bad_events += 1
             else:
@@ -105,7 +106,7 @@ class UsageReader:
                 if payload.strip() == b"[DONE]":
                     return
                 try:
-                    event = json.loads(payload)
+                    event = orjson.loads(payload)
                 except ValueError:
                     self.bad_events += 1
                     return

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from ..errors import PolicyError
 from .compiled import CompiledPolicy, compile_policy
-from .schema import Policy
+from .schema import KeyedValueError, Policy
 
 KeyPath = tuple[str | int, ...]
 
@@ -82,6 +82,9 @@ def _index_lines(
 
 def _describe(error: Any, lines: dict[KeyPath, int], filename: str) -> str:
     loc: KeyPath = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyedValueError):
+        loc = (*loc, *cause.key_path)
     # pydantic may add non-data steps (validator names); keep the longest real key path.
     path: KeyPath = ()
     for step in loc:

@@ -11,7 +11,7 @@ import ipaddress
 from typing import Annotated, Literal
 
 from limits import parse_many
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Mode = Literal["enforce", "shadow"]
 Dialect = Literal["openai-chat", "anthropic-messages", "generic"]
@@ -71,6 +71,22 @@ class Tier(LimitSet):
     max_output_tokens: Annotated[int, Field(ge=1)] = 4096
 
 
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+    return value
+
+
+class KeyedValueError(ValueError):
+    """A model-level error that belongs to one key: the loader reports that key's line."""
+
+    def __init__(self, key_path: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.key_path = key_path
+
+
 class AccountSource(Strict):
     """One place to look for the account id; the first that yields a value wins."""
 
@@ -104,19 +120,10 @@ class Identity(Strict):
         ]
     )
     tier: TierSource = TierSource(header="x-account-tier")
-    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    # Checked item by item so an error names the bad entry (trusted_proxies[1]) and its line.
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = ["127.0.0.1", "::1"]
     # "trusted_proxies": context headers count only when the peer is a trusted proxy.
     context_headers_from: Literal["anyone", "trusted_proxies"] = "anyone"
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                ipaddress.ip_network(value.strip(), strict=False)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
-        return values
 
 
 class Route(Strict):
@@ -177,7 +184,8 @@ class Policy(Strict):
     @model_validator(mode="after")
     def _default_tier_exists(self) -> Policy:
         if self.identity.tier.default not in self.tiers:
-            raise ValueError(
+            raise KeyedValueError(
+                ("identity", "tier", "default"),
                 f"identity.tier.default is {self.identity.tier.default!r}, "
                 f"which is not among the tiers ({', '.join(sorted(self.tiers))})"
             )

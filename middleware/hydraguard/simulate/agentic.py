@@ -92,7 +92,10 @@ def _step(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
         return "I need to read the implementation first.", {"path": path}, "read_file", body
     if kind == 2:
         path = f"src/{module}/patch_{rng.randint(1, 99)}.py"
-        args = {"path": path, "content": f"# updated {module} logic\nRETRIES = {rng.randint(2, 9)}\n"}
+        args = {
+            "path": path,
+            "content": f"# updated {module} logic\nRETRIES = {rng.randint(2, 9)}\n",
+        }
         return "Now I will apply the change.", args, "write_file", "ok"
     query = f"{rng.choice(_SUBJECTS)} {rng.choice(('benchmark', 'comparison', '2025', 'risks'))}"
     results = "\n".join(
@@ -111,7 +114,6 @@ class Episode:
         self._max_history = max_history
         self._task: dict[str, Any] = {"role": "user", "content": task(rng)}
         self._history: list[list[dict[str, Any]]] = []
-        self._calls = 0
 
     def next_messages(self) -> list[dict[str, Any]]:
         messages = [self._task, *(m for pair in self._history[-self._max_history :] for m in pair)]
@@ -120,7 +122,6 @@ class Episode:
 
     def _exchange(self) -> list[dict[str, Any]]:
         thought, args, name, result = _step(self._rng)
-        self._calls += 1
         if self._dialect == "openai":
             call_id = f"call_{self._rng.getrandbits(48):012x}"
             fn = {"name": name, "arguments": json.dumps(args)}

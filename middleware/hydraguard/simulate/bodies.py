@@ -72,7 +72,11 @@ def _chars(value: Any) -> int:
 
 def input_tokens(request: dict[str, Any]) -> int:
     """About one token per four characters of text, plus a few per message for framing."""
-    chars = _chars(request["messages"]) + _chars(request.get("system")) + _chars(request.get("tools"))
+    chars = _chars(request.get("system")) + _chars(request.get("tools"))
+    for message in request["messages"]:
+        content = message["content"]
+        # Plain-text content is the common case; only tool exchanges need the walk.
+        chars += len(content) if type(content) is str else _chars(message)
     return max(1, math.ceil(chars / 4)) + 4 * len(request["messages"])
 
 

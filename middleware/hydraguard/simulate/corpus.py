@@ -77,6 +77,7 @@ DOC_SENTENCES = (
 
 _LANGS = ("Python", "JavaScript", "TypeScript", "Go", "Rust", "Java", "C#", "SQL", "Bash")
 
+# fmt: off
 TOPICS: dict[str, Topic] = {
     "programming": Topic(
         ("recursion", "async/await", "dependency injection", "unit testing", "regular expressions",
@@ -219,7 +220,8 @@ TOPICS: dict[str, Topic] = {
          "Give me {n} taglines for {product}.", "How do I market {product} on a small budget?",
          "Write a LinkedIn post announcing {product}."),
         {"product": ("a budgeting app", "handmade candles", "a B2B analytics tool",
-                     "a dog-walking service", "an online Spanish course", "a coffee subscription")}),
+                     "a dog-walking service", "an online Spanish course",
+                     "a coffee subscription")}),
     "data": Topic(
         ("p-values", "linear regression", "pivot tables", "data cleaning", "SQL joins",
          "dashboards", "time series forecasting", "outliers", "normalization"),
@@ -250,6 +252,7 @@ TOPICS: dict[str, Topic] = {
         {"issue": ("a late deposit refund", "a faulty laptop", "a cancelled flight",
                    "noise from neighbours", "an unpaid invoice")}),
 }
+# fmt: on
 
 STUDY_TOPICS = ("math", "science", "history", "programming", "language", "philosophy", "data")
 WORK_TOPICS = ("programming", "writing", "business", "data", "admin", "career")

@@ -36,9 +36,13 @@ _MCQ = (
 _SENTENCES = ("The meeting has been moved to {n} o'clock.", "Please send me the report by "
               "Friday.", "Our office will be closed on the {n}th.", "The train is {n} minutes "
               "late.", "I would like to order {n} more units.")  # fmt: skip
-_TICKETS = ("I was charged twice for order #{n}.", "The app crashes when I upload a file "
-            "bigger than {n} MB.", "I can't log in after resetting my password.", "Please "
-            "delete my account and all data.", "Export to CSV has been broken for {n} days.")  # fmt: skip
+_TICKETS = (
+    "I was charged twice for order #{n}.",
+    "The app crashes when I upload a file bigger than {n} MB.",
+    "I can't log in after resetting my password.",
+    "Please delete my account and all data.",
+    "Export to CSV has been broken for {n} days.",
+)
 
 
 def eval_item(rng: random.Random, kind: str) -> str:
@@ -57,7 +61,9 @@ def eval_item(rng: random.Random, kind: str) -> str:
         values = {"a": a, "b": b, "ab": a * b, "ab1": a * b + 1, "ab2": a * b - a, "ab3": a + b}
         opts = [o.format(**values) for o in options]
         rng.shuffle(opts)
-        lines = [question.format(**values)] + [f"{c}) {o}" for c, o in zip("ABCD", opts)]
+        lines = [question.format(**values)] + [
+            f"{c}) {o}" for c, o in zip("ABCD", opts, strict=True)
+        ]
         return "\n".join(lines)
     if kind == "translate":
         return rng.choice(_SENTENCES).format(n=n)
@@ -79,7 +85,8 @@ REASONING_TEMPLATES = (
 )
 REASONING_SYSTEM = "You are a careful assistant. Always reason step by step before answering."
 
-_NAMES = ("Alice", "Bob", "Chen", "Dana", "Emeka", "Fatima", "Goran", "Hana")
+_NAMES = ("Alice", "Bob", "Chen", "Dana", "Emeka", "Fatima", "Goran", "Hana", "Ivan", "Jia",
+          "Kofi", "Lena", "Mateo", "Nour", "Olga", "Priya")  # fmt: skip
 _CITIES = ("Lyon", "Denver", "Osaka", "Porto", "Nairobi", "Leeds", "Tucson", "Brno")
 _ALGOS = (
     "returns the length of the longest increasing subsequence of a list of {n} integers",
@@ -115,7 +122,8 @@ def _code(rng: random.Random) -> str:
     algo = rng.choice(_ALGOS).format(
         n=rng.randint(5, 10_000), m=rng.randint(5, 500), k=rng.randint(2, 6)
     )
-    return f"Write an efficient {rng.choice(_LANGS)} function that {algo}, and analyse its complexity."
+    lang = rng.choice(_LANGS)
+    return f"Write an efficient {lang} function that {algo}, and analyse its complexity."
 
 
 def _logic(rng: random.Random) -> str:

@@ -108,7 +108,9 @@ class _Builder:
         acct = self.next_id()
         pay = payment or fp.token(rng, "pf_", 96)
         devices = tuple(
-            _headers(acct, tier, pay, device if i == 0 and device else fp.token(rng, "dev_"), c, org)
+            _headers(
+                acct, tier, pay, device if i == 0 and device else fp.token(rng, "dev_"), c, org
+            )
             for i, c in enumerate(clients)
         )
         return Account(
@@ -156,8 +158,15 @@ def _benign(b: _Builder) -> list[Account]:
             tier = "pro" if kind in ("developer", "heavy") or rng.random() < 0.2 else "free"
             topics = tuple(rng.sample(corpus.STUDY_TOPICS, 3)) if kind == "student" else ()
             out.append(
-                b.account(rng, kind, key, clients=(main, fp.PHONE) if phone else (main,),
-                          ips=(home, *roaming), tier=tier, topics=topics)
+                b.account(
+                    rng,
+                    kind,
+                    key,
+                    clients=(main, fp.PHONE) if phone else (main,),
+                    ips=(home, *roaming),
+                    tier=tier,
+                    topics=topics,
+                )
             )
     for t in range(s.teams):
         rng = random.Random(f"{s.seed}/team/{t}")
@@ -170,8 +179,18 @@ def _benign(b: _Builder) -> list[Account]:
             main = fp.pick(mrng, fp.BROWSERS if mrng.random() < 0.7 else fp.SDKS)
             topics = tuple(mrng.sample(corpus.WORK_TOPICS, 3))
             out.append(
-                b.account(mrng, "team", key, clients=(main,), ips=(office,), tier="team",
-                          payment=card, org=org, tz=tz, topics=topics)
+                b.account(
+                    mrng,
+                    "team",
+                    key,
+                    clients=(main,),
+                    ips=(office,),
+                    tier="team",
+                    payment=card,
+                    org=org,
+                    tz=tz,
+                    topics=topics,
+                )
             )
     return out
 
@@ -205,7 +224,7 @@ def _campaigns(b: _Builder) -> list[Campaign]:
                 client = fp.Client(fp.JA4_GO, fp.UA_GO, "anthropic" if c % 2 == 0 else "openai")
                 proxies = fp.subnet_pool(rng, s.proxy_subnets, s.proxy_addresses)
                 cards = [fp.token(rng, "pf_", 96) for _ in range(size)]
-                payments = [cards[g] for g in _groups(rng, size, s.card_group)]
+                payments: list[str | None] = [cards[g] for g in _groups(rng, size, s.card_group)]
                 devices: list[str | None] = [None] * size
                 sticky = [proxies[0]] * size  # unused: every request picks a proxy
             elif kind == "agentic_distiller":
@@ -221,10 +240,17 @@ def _campaigns(b: _Builder) -> list[Campaign]:
                 payments, devices = [None] * size, [None] * size
                 sticky = [proxies[0]] * size
             accounts = tuple(
-                b.account(random.Random(f"{s.seed}/{name}/{k}"), kind, f"{name}/{k}",
-                          clients=(client,), ips=(sticky[k],), payment=payments[k],
-                          device=devices[k], campaign=name,
-                          tier="pro" if rng.random() < 0.35 else "free")
+                b.account(
+                    random.Random(f"{s.seed}/{name}/{k}"),
+                    kind,
+                    f"{name}/{k}",
+                    clients=(client,),
+                    ips=(sticky[k],),
+                    payment=payments[k],
+                    device=devices[k],
+                    campaign=name,
+                    tier="pro" if rng.random() < 0.35 else "free",
+                )
                 for k in range(size)
             )
             rate = rates.get(kind, s.prober_rate) * s.intensity

@@ -70,7 +70,9 @@ def document(rng: random.Random, topics: Sequence[str], sentences: int) -> str:
     """Pasted text (notes, a report) for summarise/rewrite requests."""
     topic = corpus.TOPICS[rng.choice(topics)]
     return " ".join(
-        rng.choice(corpus.DOC_SENTENCES).format(thing=rng.choice(topic.things), n=rng.randint(2, 40))
+        rng.choice(corpus.DOC_SENTENCES).format(
+            thing=rng.choice(topic.things), n=rng.randint(2, 40)
+        )
         for _ in range(sentences)
     )
 

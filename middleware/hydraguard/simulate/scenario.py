@@ -52,7 +52,7 @@ class Scenario:
 
     prober_campaigns: int = 1
     prober_accounts: int = 100
-    prober_rate: float = 1500.0
+    prober_rate: float = 1000.0
 
     intensity: float = 1.0  # multiplies every campaign's request rate
 
@@ -63,9 +63,21 @@ class Scenario:
                 raise ValueError(f"{f.name} must not be negative, got {value}")
         if self.hours <= 0:
             raise ValueError(f"hours must be positive, got {self.hours}")
-        for name in ("nat_share", "company_card_share", "student_step_share"):
+        for name in (
+            "nat_share",
+            "company_card_share",
+            "student_step_share",
+            "developer_logprob_share",
+            "stream_share",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1")
+        for name in ("nat_size", "card_group", "device_group"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high:
+                raise ValueError(f"{name} must be (low, high) with 1 <= low <= high")
+        if self.team_size < 1 or self.proxy_subnets < 1 or self.proxy_addresses < 1:
+            raise ValueError("team_size, proxy_subnets and proxy_addresses must be at least 1")
 
     @property
     def end(self) -> float:

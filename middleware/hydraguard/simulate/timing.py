@@ -69,7 +69,11 @@ def sessions(
             times = [t]
             while rng.random() > 1.0 / max(1.0, length_mean):
                 burst = rng.random() < 0.2
-                t += rng.uniform(2.0, 9.0) if burst else rng.lognormvariate(math.log(gap_median), 0.8)
+                t += (
+                    rng.uniform(2.0, 9.0)
+                    if burst
+                    else rng.lognormvariate(math.log(gap_median), 0.8)
+                )
                 times.append(t)
             raw.append(times)
     raw.sort(key=lambda s: s[0])

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Check:
-    """One limit to check and reserve. ``window == 0`` marks a concurrency limit."""
+    """One limit to check and reserve. ``window == 0`` marks a concurrency limit (a lease
+    set); ``window == -1`` a block flag, which refuses while its key exists."""
 
     key: str
     limit: int
@@ -79,6 +80,18 @@ class Storage(ABC):
     @abstractmethod
     async def usage(self, checks: Sequence[Check], now: float) -> list[float]:
         """Current usage of each check's limit, without reserving anything."""
+
+    @abstractmethod
+    async def set_flag(self, key: str, seconds: float, now: float) -> None:
+        """Create a block flag that refuses checks on ``key`` for ``seconds``."""
+
+    @abstractmethod
+    async def clear_flag(self, key: str) -> bool:
+        """Remove a block flag; True when there was one."""
+
+    @abstractmethod
+    async def flag_ttl(self, key: str, now: float) -> float | None:
+        """Seconds a block flag has left, None when there is none."""
 
     @abstractmethod
     async def clear(self, prefix: str) -> int:

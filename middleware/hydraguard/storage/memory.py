@@ -18,6 +18,7 @@ class MemoryStorage(Storage):
         # key -> [window_id, current, previous, window]; two numbers per limit, whatever the traffic.
         self._windows: dict[str, list[float]] = {}
         self._leases: dict[str, dict[str, float]] = {}  # key -> lease id -> expiry
+        self._flags: dict[str, float] = {}  # block flag key -> expiry
         self._ops = 0
 
     async def acquire(
@@ -28,33 +29,48 @@ class MemoryStorage(Storage):
     def acquire_now(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
     ) -> Verdict:
+        # Inlined sliding-window arithmetic (see base.window_usage): this is the hot path.
         n = len(checks)
         usage = [0.0] * n
         waits = [0.0] * n
         resets = [0.0] * n
         window_ids = [0] * n
-        admitted = True
-        all_fit = True
+        entries: list[list[float] | None] = [None] * n
+        windows = self._windows
+        sliding = self.sliding
+        admitted = all_fit = True
         for i, check in enumerate(checks):
-            if check.window == 0:
+            window = check.window
+            if window == -1:
+                until = self._flags.get(check.key)
+                used = 0.0
+                fits = until is None or until <= now
+                if not fits:
+                    waits[i] = until - now  # type: ignore[operator]
+            elif window == 0:
                 held = self._live_leases(check.key, now)
-                usage[i] = len(held)
-                fits = usage[i] + check.cost <= check.limit
+                used: float = len(held)
+                fits = used + check.cost <= check.limit
                 if not fits:
-                    soonest = min(held.values(), default=now + 1.0)
-                    waits[i] = max(soonest - now, 0.001)
+                    waits[i] = max(min(held.values(), default=now + 1.0) - now, 0.001)
             else:
-                window_id = int(now // check.window)
-                elapsed = now - window_id * check.window
-                current, previous = self._counts(check.key, window_id, check.window)
-                usage[i] = window_usage(previous, current, elapsed, check.window, self.sliding)
-                resets[i] = check.window - elapsed
+                window_id = int(now // window)
+                elapsed = now - window_id * window
+                entry = windows.get(check.key)
+                if entry is None:
+                    entry = windows[check.key] = [window_id, 0.0, 0.0, window]
+                elif entry[0] != window_id:
+                    entry[2] = entry[1] if entry[0] == window_id - 1 else 0.0
+                    entry[1] = 0.0
+                    entry[0] = window_id
+                entries[i] = entry
+                used = entry[2] * (window - elapsed) / window + entry[1] if sliding else entry[1]
+                resets[i] = window - elapsed
                 window_ids[i] = window_id
-                fits = usage[i] + check.cost <= check.limit
+                fits = used + check.cost <= check.limit
                 if not fits:
-                    waits[i] = retry_after(
-                        previous, current, elapsed, check.window, check.limit, check.cost, self.sliding
-                    )
+                    waits[i] = retry_after(entry[2], entry[1], elapsed, window, check.limit, check.cost, sliding)
+            usage[i] = used
             if not fits:
                 all_fit = False
                 if not check.shadow:
@@ -62,9 +78,17 @@ class MemoryStorage(Storage):
         if admitted:
             for i, check in enumerate(checks):
                 if all_fit or not check.shadow:
-                    self._reserve(check, window_ids[i], now, lease_id, lease_ttl)
+                    entry = entries[i]
+                    if check.window == -1:
+                        continue
+                    if entry is None:
+                        self._leases.setdefault(check.key, {})[lease_id] = now + lease_ttl
+                    else:
+                        entry[1] += check.cost
                     usage[i] += check.cost
-        self._maybe_sweep(now)
+        self._ops += 1
+        if self._ops >= _SWEEP_EVERY:
+            self._sweep(now)
         return Verdict(admitted, admitted, usage, waits, resets, window_ids)
 
     def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
@@ -87,6 +111,9 @@ class MemoryStorage(Storage):
     async def usage(self, checks: Sequence[Check], now: float) -> list[float]:
         out: list[float] = []
         for check in checks:
+            if check.window == -1:
+                out.append(0.0)
+                continue
             if check.window == 0:
                 out.append(float(len(self._live_leases(check.key, now))))
                 continue
@@ -96,9 +123,21 @@ class MemoryStorage(Storage):
             out.append(window_usage(previous, current, elapsed, check.window, self.sliding))
         return out
 
+    async def set_flag(self, key: str, seconds: float, now: float) -> None:
+        self._flags[key] = now + seconds
+
+    async def clear_flag(self, key: str) -> bool:
+        return self._flags.pop(key, None) is not None
+
+    async def flag_ttl(self, key: str, now: float) -> float | None:
+        until = self._flags.get(key)
+        return until - now if until is not None and until > now else None
+
     async def clear(self, prefix: str) -> int:
         doomed = [k for k in self._windows if k.startswith(prefix)]
         doomed_leases = [k for k in self._leases if k.startswith(prefix)]
+        for key in [k for k in self._flags if k.startswith(prefix)]:
+            del self._flags[key]
         for key in doomed:
             del self._windows[key]
         for key in doomed_leases:
@@ -131,20 +170,13 @@ class MemoryStorage(Storage):
             del held[lease]
         return held
 
-    def _reserve(self, check: Check, window_id: int, now: float, lease_id: str, ttl: float) -> None:
-        if check.window == 0:
-            self._leases.setdefault(check.key, {})[lease_id] = now + ttl
-        else:
-            self._windows[check.key][1] += check.cost
-
-    def _maybe_sweep(self, now: float) -> None:
+    def _sweep(self, now: float) -> None:
         # Forget counters idle for two windows: they weigh nothing any more.
-        self._ops += 1
-        if self._ops < _SWEEP_EVERY:
-            return
         self._ops = 0
         idle = [k for k, e in self._windows.items() if (e[0] + 2) * e[3] <= now]
         for key in idle:
             del self._windows[key]
         for key in [k for k in self._leases if not self._live_leases(k, now)]:
             del self._leases[key]
+        for key in [k for k, until in self._flags.items() if until <= now]:
+            del self._flags[key]

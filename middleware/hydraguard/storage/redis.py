@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+import redis.asyncio as aioredis
 from limits.storage import storage_from_string
 
 from ..errors import StorageError
@@ -50,6 +51,20 @@ class RedisStorage(Storage):
         self._limits_storage = wrapped
         self.client: Any = wrapped.bridge.get_connection()  # type: ignore[attr-defined]
         self.cluster = type(wrapped).__name__ == "RedisClusterStorage"
+        if type(wrapped).__name__ == "RedisStorage":
+            # redis-py's default pool raises MaxConnectionsError once 100 connections are in
+            # use; a burst of concurrent requests reaches that and the fallback would treat it
+            # as an outage (on_error: open admits uncounted). A blocking pool of the same size
+            # queues them instead; the decision's storage.timeout still bounds the wait.
+            pool = self.client.connection_pool
+            self.client = aioredis.Redis.from_pool(
+                aioredis.BlockingConnectionPool(
+                    max_connections=pool.max_connections,
+                    timeout=None,
+                    connection_class=pool.connection_class,
+                    **pool.connection_kwargs,
+                )
+            )
         # register_script keeps the SHA and reloads the source on NOSCRIPT (e.g. after a restart).
         self._acquire = self.client.register_script(_script("acquire.lua"))
         self._settle = self.client.register_script(_script("settle.lua"))
@@ -69,7 +84,7 @@ class RedisStorage(Storage):
         args: list[Any] = [repr(now), lease_id, repr(lease_ttl), "1" if self.sliding else "0", len(checks)]
         window_ids: list[int] = []
         for check in checks:
-            if check.window == 0:
+            if check.window <= 0:
                 keys.append(check.key)
                 window_ids.append(0)
             else:
@@ -112,9 +127,9 @@ class RedisStorage(Storage):
                 charges = [
                     Charge(checks[i].key, checks[i].window, merged.window_ids[i], -checks[i].cost)
                     for i in indexes
-                    if checks[i].window
+                    if checks[i].window > 0
                 ]
-                leases = [Lease(checks[i].key, lease_id) for i in indexes if not checks[i].window]
+                leases = [Lease(checks[i].key, lease_id) for i in indexes if checks[i].window == 0]
                 await self._settle_now(charges, leases)
         return merged
 
@@ -146,6 +161,9 @@ class RedisStorage(Storage):
     async def usage(self, checks: Sequence[Check], now: float) -> list[float]:
         out: list[float] = []
         for check in checks:
+            if check.window == -1:
+                out.append(0.0)
+                continue
             if check.window == 0:
                 await self.client.zremrangebyscore(check.key, "-inf", now)
                 out.append(float(await self.client.zcard(check.key)))
@@ -162,6 +180,16 @@ class RedisStorage(Storage):
         window_key = f"{key}:{int(now // window)}"
         await self.client.incrby(window_key, int(amount))
         await self.client.expire(window_key, 2 * window + 1)
+
+    async def set_flag(self, key: str, seconds: float, now: float) -> None:
+        await self.client.set(key, "1", px=max(1, int(seconds * 1000)))
+
+    async def clear_flag(self, key: str) -> bool:
+        return bool(await self.client.delete(key))
+
+    async def flag_ttl(self, key: str, now: float) -> float | None:
+        ttl = await self.client.pttl(key)
+        return ttl / 1000 if ttl > 0 else None
 
     async def clear(self, prefix: str) -> int:
         removed = 0

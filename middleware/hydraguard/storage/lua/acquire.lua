@@ -16,7 +16,13 @@ for i = 1, n do
   local window, limit, cost, shadow = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), ARGV[a + 4] == '1'
   keyi[i] = k
   local wait, reset = 0, 0
-  if window == 0 then
+  if window == -1 then
+    -- A block flag: refuses while the key exists.
+    usage[i] = 0
+    local ttl = redis.call('PTTL', KEYS[k])
+    if ttl > 0 then wait = ttl / 1000 elseif ttl == -1 then wait = 3600 end
+    k = k + 1
+  elseif window == 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
     local held = redis.call('ZCARD', KEYS[k])
     usage[i] = held
@@ -64,7 +70,9 @@ if admitted then
     local window, cost, shadow = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), ARGV[a + 4] == '1'
     if all_fit or not shadow then
       local key = KEYS[keyi[i]]
-      if window == 0 then
+      if window == -1 then
+        -- flags are never charged
+      elseif window == 0 then
         redis.call('ZADD', key, now + lease_ttl, lease_id)
         redis.call('EXPIRE', key, math.ceil(lease_ttl) + 1)
       else

@@ -1,0 +1,229 @@
+"""HTTP throughput on uvicorn (loopback, --no-access-log) of bare vs slowapi vs limits vs HydraGuard.
+
+    python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--connections 32]
+                                    [--redis redis://127.0.0.1:6379/14]
+
+Each variant runs in its own uvicorn process (one worker) on a free port; the load
+comes from ``wrk`` (Debian package ``wrk``) with ``wrk_post.lua`` POSTing a small
+chat-completions body under rotating x-account-id headers, or, without wrk, from a
+Python httpx generator in a separate process. Variants are interleaved round by round;
+the figure is the median req/s, and the ratio is to the bare app of the same run.
+With ``--redis`` a last row runs HydraGuard on that Redis with uvicorn ``--workers 2``.
+A run with any non-2xx response, or where HydraGuard's metrics show anything but plain
+allows (e.g. a storage fallback), fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import variants
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(variant: str, port: int, storage: str, workers: int, stats_dir: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "uvicorn", f"variants:{variant}_app", "--factory", "--app-dir", str(HERE),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    env = {**os.environ, "BENCH_STORAGE": storage, "BENCH_STATS_DIR": stats_dir}
+    server = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 404:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit(f"{variant}: uvicorn did not start on port {port}")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGINT)  # graceful: lifespan shutdown writes the decision counts
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def load(url: str, duration: float, connections: int, accounts: int) -> dict[str, Any]:
+    prefix = f"acct-{secrets.token_hex(4)}"  # fresh ids: a shared Redis may hold earlier counts
+    if shutil.which("wrk"):
+        env = {
+            **os.environ,
+            "BENCH_ACCOUNTS": str(accounts),
+            "BENCH_ACCOUNT_PREFIX": prefix,
+            "BENCH_BODY": variants.BODY.decode(),
+        }
+        command = [
+            "wrk", "-t1", f"-c{connections}", f"-d{round(duration)}s", "--timeout", "5s",
+            "-s", str(HERE / "wrk_post.lua"), url,
+        ]  # fmt: skip
+    else:
+        env = dict(os.environ)
+        command = [
+            sys.executable, str(Path(__file__).resolve()), "--generator",
+            url, str(duration), str(connections), str(accounts), prefix,
+        ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"load generator failed ({done.returncode}): {done.stderr or done.stdout}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["generator"] = "wrk" if command[0] == "wrk" else "httpx"
+    return result
+
+
+def measure(variant: str, args: argparse.Namespace, storage: str, workers: int) -> dict[str, Any]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as stats_dir:
+        server = start_server(variant, port, storage, workers, stats_dir)
+        url = f"http://127.0.0.1:{port}{variants.PATH}"
+        try:
+            warm = load(url, args.warmup, args.connections, args.accounts)
+            result = load(url, args.duration, args.connections, args.accounts)
+        finally:
+            stop_server(server)
+        decisions: dict[str, float] = {}
+        for file in Path(stats_dir).glob("*.json"):
+            for name, count in json.loads(file.read_text(encoding="utf-8")).items():
+                decisions[name] = decisions.get(name, 0.0) + count
+    failures = sum(result[k] + warm[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors"))
+    sent = warm["requests"] + result["requests"]
+    # wrk counts completed responses; the server may have allowed a few more still in flight at the end.
+    if failures or (variant == "hydraguard" and (set(decisions) != {"allow"} or decisions["allow"] < sent)):
+        raise SystemExit(f"invalid run for {variant}: {result}, failures {failures}, decisions {decisions}")
+    result["hydraguard_decisions"] = decisions
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = [(v, "memory://", 1) for v in variants.VARIANTS]
+    if args.redis:
+        rows.append(("hydraguard", args.redis, 2))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(args.rounds):
+        for variant, storage, workers in rows:
+            label = variant if storage.startswith("memory") else f"hydraguard-redis-{workers}w"
+            result = measure(variant, args, storage, workers)
+            runs.setdefault(label, []).append(result)
+            print(f"  {label:<22} {result['rps']:>8.0f} req/s", flush=True)
+    bare = statistics.median(r["rps"] for r in runs["bare"])
+    results = {
+        label: {
+            "rps": statistics.median(r["rps"] for r in found),
+            "ratio": statistics.median(r["rps"] for r in found) / bare,
+            "latency_p50_ms": statistics.median(r["latency_p50_us"] for r in found) / 1000,
+            "latency_p99_ms": statistics.median(r["latency_p99_us"] for r in found) / 1000,
+            "runs_rps": [r["rps"] for r in found],
+        }
+        for label, found in runs.items()
+    }
+    return {
+        "benchmark": "http",
+        "generator": runs["bare"][0]["generator"],
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "connections": args.connections,
+        "accounts": args.accounts,
+        "python": sys.version.split()[0],
+        "results": results,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['generator']}, {report['connections']} connections, {report['duration_s']} s x {report['rounds']}",
+        f"{'variant':<22} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}",
+    ]
+    for label, r in report["results"].items():
+        lines.append(
+            f"{label:<22} {r['rps']:>8.0f} {r['ratio']:>6.2f} {r['latency_p50_ms']:>7.2f} {r['latency_p99_ms']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+async def _generate(url: str, duration: float, connections: int, accounts: int, prefix: str) -> dict[str, Any]:
+    """Fallback load generator (no wrk): ``connections`` keep-alive workers POSTing in a loop."""
+    latencies: list[float] = []
+    counts = {"requests": 0, "non_2xx": 0, "read_errors": 0}
+    stop = time.perf_counter() + duration
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+
+    async def worker(client: httpx.AsyncClient, offset: int) -> None:
+        i = offset
+        while time.perf_counter() < stop:
+            i += 1
+            began = time.perf_counter()
+            try:
+                response = await client.post(
+                    url, content=variants.BODY, headers={**headers, "x-account-id": f"{prefix}-{i % accounts}"}
+                )
+            except httpx.TransportError:
+                counts["read_errors"] += 1
+                continue
+            latencies.append(time.perf_counter() - began)
+            counts["requests"] += 1
+            counts["non_2xx"] += not 200 <= response.status_code < 300
+
+    began = time.perf_counter()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=connections)) as client:
+        await asyncio.gather(*(worker(client, n * 997) for n in range(connections)))
+    latencies.sort()
+    pick = (lambda q: latencies[int(q * (len(latencies) - 1))] * 1e6) if latencies else (lambda q: 0.0)
+    return {
+        **counts, "duration_us": (time.perf_counter() - began) * 1e6, "connect_errors": 0, "write_errors": 0,
+        "timeouts": 0, "latency_p50_us": pick(0.5), "latency_p99_us": pick(0.99),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--generator"]:
+        url, duration, connections, accounts, prefix = argv[1:6]
+        print(json.dumps(asyncio.run(_generate(url, float(duration), int(connections), int(accounts), prefix))))
+        return None
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per variant and round")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--redis", help="also run HydraGuard on this Redis URL with 2 uvicorn workers")
+    args = parser.parse_args(argv)
+    report = run(args)
+    print(table(report))
+    OUT.mkdir(exist_ok=True)
+    (OUT / "http.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Per-request overhead by direct ASGI calls (no sockets): bare vs slowapi vs limits vs HydraGuard.
+
+    python benchmarks/bench_overhead.py [--calls 20000] [--reps 5] [--storage redis://127.0.0.1:6379/14]
+
+Each call gets a fresh copy of a pre-built scope (accounts rotate over --accounts ids, so
+no per-account limit is reached) and uvicorn-like receive/send callables. Variants run
+interleaved, one block of --calls per repetition; the figure is the median µs per call.
+Before timing, every limited variant must refuse the 61st request of one account (proof
+that it really limits); during timing every response must be 200, and HydraGuard's own
+metrics must show only plain allows (no storage fallback), or the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import secrets
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Message
+
+import variants
+
+OUT = Path(__file__).resolve().parent / "out"
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class Exchange:
+    """One request's receive/send, as uvicorn behaves: the body once, then (if asked again)
+    http.disconnect only after the response is complete."""
+
+    __slots__ = ("complete", "done", "sent", "status")
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.complete = False
+        self.status = 0
+        self.done: asyncio.Future[None] | None = None
+
+    async def receive(self) -> Message:
+        if not self.sent:
+            self.sent = True
+            return {"type": "http.request", "body": variants.BODY, "more_body": False}
+        if not self.complete:
+            self.done = asyncio.get_running_loop().create_future()
+            await self.done
+        return _DISCONNECT
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+            if self.done is not None and not self.done.done():
+                self.done.set_result(None)
+
+
+def make_scopes(accounts: int, prefix: str) -> list[dict[str, Any]]:
+    length = str(len(variants.BODY)).encode()
+    return [
+        {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": variants.PATH,
+            "raw_path": variants.PATH.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1:8000"),
+                (b"content-type", b"application/json"),
+                (b"content-length", length),
+                (b"authorization", b"Bearer sk-bench"),
+                (b"x-account-id", f"{prefix}-{i}".encode()),
+            ],
+            "client": ("127.0.0.1", 50000 + i % 10000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        for i in range(accounts)
+    ]
+
+
+async def drive(app: ASGIApp, scopes: list[dict[str, Any]], calls: int, start: int) -> tuple[float, Counter[int]]:
+    """Seconds for ``calls`` sequential requests, and the statuses they got."""
+    statuses: Counter[int] = Counter()
+    k = len(scopes)
+    began = time.perf_counter()
+    for i in range(start, start + calls):
+        exchange = Exchange()
+        await app(dict(scopes[i % k]), exchange.receive, exchange.send)
+        statuses[exchange.status] += 1
+    return time.perf_counter() - began, statuses
+
+
+async def proves_limiting(variant: str, storage: str) -> bool:
+    """The 61st request of one account within a minute must be refused (60/minute)."""
+    app = variants.build(variant, storage)
+    scope = make_scopes(1, f"probe-{secrets.token_hex(4)}")[0]
+    seen = []
+    for _ in range(61):
+        exchange = Exchange()
+        await app(dict(scope), exchange.receive, exchange.send)
+        seen.append(exchange.status)
+    return seen[:60] == [200] * 60 and seen[60] == 429
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    prefix = f"acct-{secrets.token_hex(4)}"  # fresh ids per run: shared Redis may hold earlier counts
+    scopes = make_scopes(args.accounts, prefix)
+    for variant in variants.VARIANTS[1:]:
+        if not await proves_limiting(variant, args.storage):
+            raise SystemExit(f"{variant}: did not refuse the 61st request of one account; not benchmarking it")
+    registry = CollectorRegistry()
+    apps = {
+        v: variants.build(v, args.storage, registry if v == "hydraguard" else None) for v in variants.VARIANTS
+    }
+    cursor = 0
+    for app in apps.values():  # warm-up: imports, caches, Redis connections, Starlette's middleware stack
+        await drive(app, scopes, args.warmup, cursor)
+    cursor += args.warmup
+    per_call: dict[str, list[float]] = {v: [] for v in apps}
+    statuses: dict[str, Counter[int]] = {v: Counter() for v in apps}
+    for rep in range(args.reps):
+        order = list(apps)[rep % len(apps) :] + list(apps)[: rep % len(apps)]  # rotate to spread drift
+        for variant in order:
+            gc.collect()
+            seconds, got = await drive(apps[variant], scopes, args.calls, cursor)
+            per_call[variant].append(seconds / args.calls * 1e6)
+            statuses[variant].update(got)
+        cursor += args.calls
+    decisions = variants.decision_counts(registry)
+    expected_allows = (args.warmup + args.reps * args.calls)
+    bad = {v: {s: n for s, n in c.items() if s != 200} for v, c in statuses.items()}
+    bare = statistics.median(per_call["bare"])
+    results = {
+        v: {
+            "median_us": statistics.median(values),
+            "min_us": min(values),
+            "added_us": statistics.median(values) - bare,
+            "runs_us": values,
+            "non_200": sum(bad[v].values()),
+        }
+        for v, values in per_call.items()
+    }
+    report = {
+        "benchmark": "overhead",
+        "storage": args.storage,
+        "calls": args.calls,
+        "reps": args.reps,
+        "accounts": args.accounts,
+        "python": sys.version.split()[0],
+        "hydraguard_decisions": decisions,
+        "results": results,
+    }
+    if any(bad.values()) or decisions != {"allow": expected_allows}:
+        print(json.dumps(report, indent=2))
+        raise SystemExit(f"invalid run: non-200 responses {bad} or HydraGuard decisions {decisions}")
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"storage {report['storage']}, {report['calls']} calls x {report['reps']} reps",
+        f"{'variant':<12} {'µs/call':>9} {'min':>9} {'added µs':>9} {'non-200':>8}",
+    ]
+    for variant, r in report["results"].items():
+        lines.append(
+            f"{variant:<12} {r['median_us']:>9.1f} {r['min_us']:>9.1f} {r['added_us']:>9.1f} {r['non_200']:>8}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--storage", default="memory://", help="memory:// or a Redis URL for every variant")
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args))
+    print(table(report))
+    OUT.mkdir(exist_ok=True)
+    name = "overhead-memory.json" if args.storage.startswith("memory") else "overhead-redis.json"
+    (OUT / name).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The risk engine: detector states per account and cluster, a decaying risk, rules with hysteresis.
+
+``observe(event)`` feeds one request to the account's and the cluster's
+detector states and refreshes their risk: the combined detector score
+(noisy-OR or weighted mean), held at its peak and decaying with the
+configured half-life when the evidence stops. ``assess(account, cluster,
+now)`` reads both risks at ``now``, derives the effective risk
+
+    effective = account + cluster_influence * max(0, cluster - account)
+
+and evaluates the rules. A rule starts at its threshold and stops only below
+threshold - hysteresis, so a risk wobbling around a threshold does not flap;
+a block lasts ``seconds`` after the last assessment that triggered it.
+
+Deterministic: the clock is ``event.ts`` and ``now``, never the wall clock,
+so replay runs logged traffic through it as fast as the CPU allows.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from hydraguard.assess.config import AnomalyConfig
+from hydraguard.assess.detectors import Scope, build_detectors
+from hydraguard.assess.events import RequestEvent
+from hydraguard.assess.rules import Action, CompiledRule, combine, compile_rules
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    risk: float  # effective risk of the account, 0..1
+    account_risk: float
+    cluster_risk: float
+    actions: tuple[Action, ...] = ()
+    rule: str | None = None  # the enforced rule that decided, if any
+    top_detectors: tuple[str, ...] = ()  # the <= 3 detectors that contributed most
+
+
+class Subject:
+    """Everything remembered about one account or one cluster."""
+
+    __slots__ = ("active", "blocks", "contributions", "risk", "states", "ts")
+
+    def __init__(self, states: list[Any]) -> None:
+        self.states = states
+        self.risk = 0.0
+        self.ts = 0.0  # when ``risk`` was last set
+        self.contributions: tuple[float, ...] = ()  # weight * score per detector at the peak
+        self.active = 0  # bit mask of the rules in force (hysteresis)
+        self.blocks: dict[str, float] = {}  # block rule -> until
+
+
+class RiskEngine:
+    def __init__(self, config: AnomalyConfig, *, mode: str | None = None) -> None:
+        self.config = config
+        self.enabled = config.enabled
+        self.detectors = build_detectors(config)
+        self.names = tuple(det.name for det, _ in self.detectors["account"])
+        self.rules: tuple[CompiledRule, ...] = compile_rules(config, mode)
+        self.half_life = config.risk.half_life
+        self.hysteresis = config.risk.hysteresis
+        self.influence = config.risk.cluster_influence
+        self.noisy_or = config.risk.combination == "noisy_or"
+        self.total_weight = sum(w for _, w in self.detectors["account"]) or 1.0
+        # Below this nothing can trigger: assess() skips the rules.
+        self.floor = min((r.threshold for r in self.rules), default=2.0) - self.hysteresis
+        self.max_subjects = config.max_subjects
+        self.subjects: dict[Scope, OrderedDict[str, Subject]] = {
+            "account": OrderedDict(),
+            "cluster": OrderedDict(),
+        }
+
+    # -- observe ------------------------------------------------------------
+
+    def observe(self, event: RequestEvent) -> None:
+        """Feed one request (ideally once complete, with ``output_tokens``) to its subjects."""
+        if not self.enabled:
+            return
+        self._observe("account", event.account, event)
+        if event.cluster is not None:
+            self._observe("cluster", event.cluster, event)
+
+    def _observe(self, scope: Scope, key: str, event: RequestEvent) -> None:
+        subject = self._subject(scope, key)
+        ts = event.ts
+        noisy_or = self.noisy_or
+        combined = 1.0 if noisy_or else 0.0
+        contributions = []
+        for (detector, weight), state in zip(self.detectors[scope], subject.states, strict=True):
+            detector.observe(state, event)
+            part = weight * detector.score(state, ts)
+            contributions.append(part)
+            if noisy_or:
+                combined *= 1.0 - part
+            else:
+                combined += part
+        instant = 1.0 - combined if noisy_or else combined / self.total_weight
+        held = self._decayed(subject, ts)
+        if instant >= held:
+            subject.risk, subject.contributions = instant, tuple(contributions)
+        else:
+            subject.risk = held
+        subject.ts = max(subject.ts, ts)
+
+    def _subject(self, scope: Scope, key: str) -> Subject:
+        subjects = self.subjects[scope]
+        subject = subjects.get(key)
+        if subject is None:
+            subject = Subject([det.new_state() for det, _ in self.detectors[scope]])
+            subjects[key] = subject
+            if len(subjects) > self.max_subjects:
+                subjects.popitem(last=False)
+        else:
+            subjects.move_to_end(key)
+        return subject
+
+    def _decayed(self, subject: Subject | None, now: float) -> float:
+        if subject is None or not subject.risk:
+            return 0.0
+        if now <= subject.ts:
+            return subject.risk
+        return subject.risk * 0.5 ** ((now - subject.ts) / self.half_life)
+
+    # -- assess -------------------------------------------------------------
+
+    def risk(self, scope: Scope, key: str, now: float) -> float:
+        """The risk of one account or cluster at ``now`` (0 when unknown)."""
+        return self._decayed(self.subjects[scope].get(key), now)
+
+    def assess(self, account: str, cluster: str | None, now: float) -> Assessment:
+        """Risks at ``now`` and the actions the rules call for."""
+        acct = self.subjects["account"].get(account)
+        clus = self.subjects["cluster"].get(cluster) if cluster is not None else None
+        a = self._decayed(acct, now)
+        c = self._decayed(clus, now)
+        effective = a + self.influence * (c - a) if c > a else a
+        quiet = effective < self.floor and a < self.floor and c < self.floor
+        if (
+            quiet
+            and not (acct and (acct.active or acct.blocks))
+            and not (clus and (clus.active or clus.blocks))
+        ):
+            return Assessment(effective, a, c)
+        triggered: list[Action] = []
+        for rule in self.rules:
+            if rule.level == "cluster":
+                if cluster is None:
+                    continue
+                value, holder = c, clus
+                if holder is None:
+                    holder = clus = self._subject("cluster", cluster)
+            else:
+                value, holder = (a if rule.level == "account" else effective), acct
+                if holder is None:
+                    holder = acct = self._subject("account", account)
+            if self._in_force(rule, value, holder, now):
+                triggered.append(rule.action)
+        actions, deciding = combine(triggered)
+        return Assessment(effective, a, c, actions, deciding, self._top(acct, clus, a, c))
+
+    def _in_force(self, rule: CompiledRule, value: float, holder: Subject, now: float) -> bool:
+        was = bool(holder.active & rule.bit)
+        on = value >= rule.threshold or (was and value >= rule.threshold - self.hysteresis)
+        if on != was:
+            holder.active ^= rule.bit
+        seconds = rule.action.seconds
+        if rule.action.kind != "block" or seconds is None:
+            return on
+        if on:
+            holder.blocks[rule.name] = max(holder.blocks.get(rule.name, 0.0), now + seconds)
+            return True
+        until = holder.blocks.get(rule.name)
+        if until is not None and until <= now:
+            del holder.blocks[rule.name]
+            return False
+        return until is not None
+
+    def _top(
+        self, acct: Subject | None, clus: Subject | None, a: float, c: float
+    ) -> tuple[str, ...]:
+        parts = dict.fromkeys(self.names, 0.0)
+        if acct is not None and acct.contributions:
+            parts.update(zip(self.names, acct.contributions, strict=True))
+        if clus is not None and clus.contributions and c > a:
+            for name, part in zip(self.names, clus.contributions, strict=True):
+                parts[name] = max(parts[name], self.influence * part)
+        ranked = sorted((p, name) for name, p in parts.items() if p > 0.0)
+        return tuple(name for _, name in reversed(ranked[-3:]))
+
+    # -- admin and persistence ----------------------------------------------
+
+    def unblock(self, scope: Scope, key: str) -> bool:
+        """Lift every anomaly block and rule state of one subject; False when it had none."""
+        subject = self.subjects[scope].get(key)
+        if subject is None or not (subject.blocks or subject.active):
+            return False
+        subject.blocks.clear()
+        subject.active = 0
+        return True
+
+    def snapshot(self, scope: Scope, key: str) -> dict[str, Any] | None:
+        """One subject as plain JSON types (for Redis or the admin API); None when unknown."""
+        subject = self.subjects[scope].get(key)
+        if subject is None:
+            return None
+        return {
+            "risk": subject.risk,
+            "ts": subject.ts,
+            "contributions": list(subject.contributions),
+            "active": [r.name for r in self.rules if subject.active & r.bit],
+            "blocks": dict(subject.blocks),
+            "states": {
+                det.name: state.to_dict()
+                for (det, _), state in zip(self.detectors[scope], subject.states, strict=True)
+            },
+        }
+
+    def restore(self, scope: Scope, key: str, data: dict[str, Any]) -> None:
+        """Load a subject from :meth:`snapshot` output (detectors missing from it start afresh)."""
+        states = data.get("states", {})
+        subject = Subject(
+            [
+                det.load_state(states[det.name]) if det.name in states else det.new_state()
+                for det, _ in self.detectors[scope]
+            ]
+        )
+        subject.risk = float(data.get("risk", 0.0))
+        subject.ts = float(data.get("ts", 0.0))
+        contributions = tuple(float(p) for p in data.get("contributions", ()))
+        subject.contributions = contributions if len(contributions) == len(self.names) else ()
+        active = set(data.get("active", ()))
+        subject.active = sum(r.bit for r in self.rules if r.name in active)
+        subject.blocks = {str(k): float(v) for k, v in data.get("blocks", {}).items()}
+        subjects = self.subjects[scope]
+        subjects[key] = subject
+        subjects.move_to_end(key)
+        if len(subjects) > self.max_subjects:
+            subjects.popitem(last=False)

@@ -1,0 +1,137 @@
+"""The gateway app: HydraGuard in front of an upstream model API (or the built-in mock),
+plus ``/metrics`` and ``/healthz``, with policy hot reload on file change and SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import multiprocess
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from ..errors import PolicyError
+from ..inspect.dialects import dialect_for_path
+from ..middleware import HydraGuard
+from ..policy.loader import default_policy_path
+from .mock import create_mock_app
+from .proxy import UpstreamProxy
+
+log = logging.getLogger("hydraguard.gateway")
+CONFIG_ENV = "HYDRAGUARD_GATEWAY_CONFIG"
+WATCH_INTERVAL = 1.0  # seconds between policy file checks
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    policy: str | None = None
+    upstream: str | None = None
+    storage: str = "memory://"
+    mock_latency: float = 0.0
+    watch_policy: bool = True
+
+
+def dialect_error(path: str, status: int, message: str) -> Response:
+    """Upstream failures (502/504) in the error envelope of the route's dialect."""
+    content_type, body = dialect_for_path(path).error_body(status, message, "upstream_error", {})
+    return Response(body, status_code=status, media_type=content_type.decode())
+
+
+def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = None) -> Starlette:
+    proxy: UpstreamProxy | None = None
+    upstream: ASGIApp
+    if config.upstream:
+        proxy = UpstreamProxy(config.upstream, error_response=dialect_error)
+        upstream = proxy
+    else:
+        upstream = create_mock_app(latency=config.mock_latency)
+    guard = HydraGuard(upstream, policy=config.policy, storage=config.storage, registry=registry)
+    policy_file = Path(config.policy) if config.policy else default_policy_path()
+
+    async def metrics(request: Request) -> Response:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            collected = CollectorRegistry()
+            multiprocess.MultiProcessCollector(collected)
+            return Response(generate_latest(collected), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> Response:
+        storage_ok = True
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):
+                storage_ok = await guard.storage.primary.ping()
+        return JSONResponse(
+            {"status": "ok", "policy": guard.policy.name, "storage": "ok" if storage_ok else "down"}
+        )
+
+    def reload(reason: str) -> None:
+        try:
+            guard.reload()
+        except PolicyError:
+            return  # logged and counted by reload(); the old policy keeps running
+        log.warning("hydraguard: policy %s reloaded (%s)", guard.policy.source, reason)
+
+    async def watch() -> None:
+        # Polling one file's mtime is all we need; a watcher library would add a dependency.
+        last = _mtime(policy_file)
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            now = _mtime(policy_file)
+            if now != last:
+                last = now
+                reload("file changed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, reload, "SIGHUP")
+        watcher = loop.create_task(watch()) if config.watch_policy else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            if proxy is not None:
+                await proxy.aclose()
+            await guard.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Mount("/", app=guard),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.guard = guard
+    return app
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def config_to_env(config: GatewayConfig) -> None:
+    os.environ[CONFIG_ENV] = json.dumps(asdict(config))
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for ``--workers N``: each worker builds the same gateway."""
+    return create_gateway(GatewayConfig(**json.loads(os.environ.get(CONFIG_ENV, "{}"))))

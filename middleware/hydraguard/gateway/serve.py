@@ -1,0 +1,77 @@
+"""``hydraguard serve``: run the gateway under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import uvicorn
+
+from ..errors import PolicyError, StorageError
+from ..policy.loader import load_policy
+from .app import GatewayConfig, app_from_env, config_to_env
+
+
+def banner(config: GatewayConfig, host: str, port: int, workers: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    upstream = config.upstream or "the BUILT-IN MOCK MODEL (a deterministic fake, not a real model)"
+    return "\n".join(
+        [
+            "",
+            f"hydraguard gateway on {base} ({workers} worker{'s' if workers > 1 else ''}, storage {config.storage})",
+            f"  upstream: {upstream}",
+            f"  policy:   {config.policy or 'shipped default'}",
+            f"  metrics:  {base}/metrics   health: {base}/healthz",
+            "",
+            "Try it:",
+            f"  curl -s {base}/v1/chat/completions -H 'content-type: application/json' "
+            "-H 'x-account-id: demo' "
+            "-d '{\"model\": \"hydraguard-mock\", \"max_tokens\": 32, "
+            "\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'",
+            "",
+        ]
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = GatewayConfig(
+        policy=args.policy, upstream=args.upstream, storage=args.storage, mock_latency=args.mock_latency
+    )
+    if args.workers > 1 and config.storage.startswith("memory"):
+        print(
+            f"hydraguard serve: --workers {args.workers} with memory:// storage would give each "
+            "worker its own counters, multiplying every limit by the worker count. Use shared "
+            "storage: --storage redis://127.0.0.1:6379/0",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        load_policy(config.policy)  # fail here, with file:line, not inside a worker
+    except PolicyError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    config_to_env(config)
+    if args.workers > 1:
+        # Workers share metrics through files (prometheus_client multiprocess mode).
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hydraguard-metrics-"))
+    print(banner(config, args.host, args.port, args.workers), flush=True)
+    try:
+        if args.workers > 1:
+            uvicorn.run(
+                "hydraguard.gateway.app:app_from_env",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level=args.log_level,
+                access_log=False,
+            )
+        else:
+            uvicorn.run(app_from_env(), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    except StorageError as exc:
+        print(f"hydraguard serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,51 @@
+"""``hydraguard check``: exit 0 when every file is valid, 1 on any error, one line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hydraguard.cli import main
+from hydraguard.policy.loader import default_policy_path, load_policy
+
+FIXTURES = Path(__file__).parent / "policy" / "fixtures"
+
+
+def test_valid_policies_exit_zero_with_one_ok_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    valid = FIXTURES / "valid.yaml"
+    default = default_policy_path()
+    assert main(["check", str(valid), str(default)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"{valid}: ok (policy 'small', 4 rules)",
+        f"{default}: ok (policy 'default', {len(load_policy(None).rules)} rules)",
+    ]
+    assert err == ""
+
+
+def test_any_invalid_file_exits_one_and_prints_every_problem(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    valid = FIXTURES / "valid.yaml"
+    unknown = FIXTURES / "unknown_nested_key.yaml"
+    several = FIXTURES / "several_errors.yaml"
+    assert main(["check", str(valid), str(unknown), str(several)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"{valid}: ok (policy 'small', 4 rules)"]
+    assert err.splitlines() == [
+        f"{unknown}:5: tiers.default.concurency: unknown key",
+        f"{several}:2: mode: Input should be 'enforce' or 'shadow'",
+        f"{several}:6: tiers.default.concurrency: Input should be greater than or equal to 1",
+    ]
+
+
+def test_missing_file_exits_one(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["check", str(tmp_path / "absent.yaml")]) == 1
+    assert f"{tmp_path / 'absent.yaml'}: cannot read policy:" in capsys.readouterr().err
+
+
+def test_check_needs_at_least_one_file(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["check"])
+    assert exited.value.code == 2
