@@ -74,6 +74,8 @@ def bench_policy() -> CompiledPolicy:
     data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
     data["global"]["requests"] = f"{HUGE}/minute"
     data["global"]["tokens"] = f"{HUGE}/minute"
+    if os.environ.get("BENCH_STORAGE_TIMEOUT"):  # bench_http's Redis rows (see README)
+        data["storage"]["timeout"] = float(os.environ["BENCH_STORAGE_TIMEOUT"])
     return compile_policy(parse_policy(yaml.safe_dump(data), "bench-default.yaml"), source="bench-default.yaml")
 
 

@@ -24,6 +24,17 @@ from .storage.resilient import ResilientStorage
 log = logging.getLogger("hydraguard")
 
 
+def route_path(scope: Scope) -> str:
+    """The path relative to where the app is mounted. ASGI puts the mount prefix in both
+    ``root_path`` and ``path``; matching the full path would let every request to a
+    mounted app bypass the policy's routes. (Same rule as starlette's private get_route_path.)"""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 class HydraGuard:
     """Rate limiting for a model API::
 
@@ -64,11 +75,12 @@ class HydraGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"].startswith(ADMIN_PREFIX):
+        path = route_path(scope)
+        if path.startswith(ADMIN_PREFIX):
             await self.admin(scope, receive, send)
             return
         guard = self.guard  # one policy for the whole request, even across a reload
-        route = guard.policy.routes.match(scope["path"])
+        route = guard.policy.routes.match(path)
         if route is None:
             await self.app(scope, receive, send)
             return

@@ -28,7 +28,8 @@ def lease_check(key: str, limit: int, *, shadow: bool = False) -> Check:
 
 async def test_all_or_nothing_when_one_check_refuses(make_storage: MakeStorage) -> None:
     storage = make_storage()
-    roomy, tight, slots = window_check("roomy", 100, 5), window_check("tight", 1), lease_check("c", 10)
+    roomy, tight = window_check("roomy", 100, 5), window_check("tight", 1)
+    slots = lease_check("c", 10)
     assert (await storage.acquire([tight], T0 + 1, "l0", 30)).admitted
     verdict = await storage.acquire([roomy, tight, slots], T0 + 2, "l1", 30)
     assert not verdict.admitted and not verdict.charged
@@ -85,7 +86,9 @@ async def test_retry_after_is_exactly_when_the_request_fits(
     assert (await storage.acquire([ask], asked_at + wait + 1e-6, "l", 30)).admitted
 
 
-async def test_cost_above_the_limit_never_fits_and_waits_a_window(make_storage: MakeStorage) -> None:
+async def test_cost_above_the_limit_never_fits_and_waits_a_window(
+    make_storage: MakeStorage,
+) -> None:
     storage = make_storage()
     verdict = await storage.acquire([window_check("huge", 100, 101)], T0 + 5, "l", 30)
     assert not verdict.admitted

@@ -73,12 +73,19 @@ def _layout(groups: list[tuple[bool, LimitGroup]]) -> Layout:
     limits: list[Limit] = [BLOCK]
     kinds: list[str] = ["block"]
     specs: list[tuple[bool, str, int, int, bool, bool]] = [(True, BLOCK_SUFFIX, 1, -1, False, False)]
+    used: set[tuple[bool, str]] = set()
     for account_scoped, group in groups:
         for window in group.windows:
             limits.append(window)
             kinds.append(window.kind)
+            suffix = f":{window.kind[0]}{window.window}"
+            if (account_scoped, suffix) in used:
+                # Two rules over the same window (e.g. a tighter one tried in shadow) need
+                # their own counters, or each request would be counted once per rule.
+                suffix += f"~{window.amount}"
+            used.add((account_scoped, suffix))
             specs.append(
-                (account_scoped, f":{window.kind[0]}{window.window}", window.amount, window.window,
+                (account_scoped, suffix, window.amount, window.window,
                  window.kind == "tokens", window.shadow)
             )
         if group.concurrency is not None:

@@ -38,37 +38,39 @@ class _Model(BaseModel):
 class _Detector(_Model):
     enabled: bool = True
     weight: Fraction = 0.3  # the most this detector alone adds to the risk (noisy-OR)
-    min_events: int = Field(20, ge=1)  # below this many observations the score is 0
+    min_events: Annotated[int, Field(ge=1)] = 20  # below this many observations the score is 0
 
 
 class TemplateRepetition(_Detector):
-    window: int = Field(64, ge=2, le=4096)
-    max_distance: int = Field(3, ge=0, le=16)  # Hamming bits for "same template"
+    window: Annotated[int, Field(ge=2, le=4096)] = 64
+    max_distance: Annotated[int, Field(ge=0, le=16)] = 3  # Hamming bits for "same template"
     low: Fraction = 0.3  # share of near-duplicates scoring 0 ...
     high: Fraction = 0.8  # ... and 1
 
 
 class ReasoningElicitation(_Detector):
-    window: int = Field(50, ge=2, le=4096)
+    window: Annotated[int, Field(ge=2, le=4096)] = 50
     low: Fraction = 0.25
     high: Fraction = 0.75
 
 
 class ExtractionParams(_Detector):
     weight: Fraction = 0.5
-    min_events: int = Field(10, ge=1)
-    window: int = Field(50, ge=2, le=4096)
-    small_max_tokens: int = Field(4, ge=0)  # max_tokens at or below this is a probe
+    min_events: Annotated[int, Field(ge=1)] = 10
+    window: Annotated[int, Field(ge=2, le=4096)] = 50
+    small_max_tokens: Annotated[int, Field(ge=0)] = 4  # max_tokens at or below this is a probe
     low: Fraction = 0.15  # mean probe strength scoring 0 ...
     high: Fraction = 0.5  # ... and 1
-    sweep_low: int = Field(3, ge=1)  # distinct temperatures for one template scoring 0 ...
-    sweep_high: int = Field(8, ge=2)  # ... and 1
+    sweep_low: Annotated[int, Field(ge=1)] = (
+        3  # distinct temperatures for one template scoring 0 ...
+    )
+    sweep_high: Annotated[int, Field(ge=2)] = 8  # ... and 1
 
 
 class OutputAppetite(_Detector):
-    span: int = Field(50, ge=2)  # EMA over about this many requests
-    ratio_low: float = Field(8.0, gt=0)  # output tokens per input token scoring 0 ...
-    ratio_high: float = Field(30.0, gt=0)  # ... and 1
+    span: Annotated[int, Field(ge=2)] = 50  # EMA over about this many requests
+    ratio_low: Annotated[float, Field(gt=0)] = 8.0  # output tokens per input token scoring 0 ...
+    ratio_high: Annotated[float, Field(gt=0)] = 30.0  # ... and 1
     max_fraction: Fraction = 0.9  # max_tokens >= ceiling * this asks for "the maximum"
     share_low: Fraction = 0.5
     share_high: Fraction = 0.95
@@ -78,37 +80,37 @@ class Volume(_Detector):
     weight: Fraction = 0.2
     fast_half_life: Duration = 300.0
     slow_half_life: Duration = 21600.0
-    spike_low: float = Field(3.0, gt=0)  # fast/slow rate ratio scoring 0 ...
-    spike_high: float = Field(10.0, gt=0)  # ... and 1
+    spike_low: Annotated[float, Field(gt=0)] = 3.0  # fast/slow rate ratio scoring 0 ...
+    spike_high: Annotated[float, Field(gt=0)] = 10.0  # ... and 1
     expected_per_minute: dict[str, float] = Field(default_factory=lambda: {"default": 30.0})
-    cluster_expected_per_minute: float = Field(600.0, gt=0)
-    excess_low: float = Field(2.0, gt=0)  # rate / expected scoring 0 ...
-    excess_high: float = Field(6.0, gt=0)  # ... and 1
+    cluster_expected_per_minute: Annotated[float, Field(gt=0)] = 600.0
+    excess_low: Annotated[float, Field(gt=0)] = 2.0  # rate / expected scoring 0 ...
+    excess_high: Annotated[float, Field(gt=0)] = 6.0  # ... and 1
 
 
 class TimingRegularity(_Detector):
     weight: Fraction = 0.25
-    window: int = Field(32, ge=4, le=4096)
+    window: Annotated[int, Field(ge=4, le=4096)] = 32
     max_gap: Duration = 3600.0  # longer pauses end a session and are not intervals
-    cv_regular: float = Field(0.15, ge=0)  # coefficient of variation scoring 1 ...
-    cv_human: float = Field(0.5, gt=0)  # ... and 0
+    cv_regular: Annotated[float, Field(ge=0)] = 0.15  # coefficient of variation scoring 1 ...
+    cv_human: Annotated[float, Field(gt=0)] = 0.5  # ... and 0
 
 
 class ActivitySpread(_Detector):
     weight: Fraction = 0.25
-    min_events: int = Field(48, ge=1)
-    min_active_hours: int = Field(18, ge=1, le=24)
+    min_events: Annotated[int, Field(ge=1)] = 48
+    min_active_hours: Annotated[int, Field(ge=1, le=24)] = 18
     low: Fraction = 0.85  # normalised hour-of-day entropy scoring 0 ...
     high: Fraction = 0.97  # ... and 1
 
 
 class Diversity(_Detector):
-    min_events: int = Field(64, ge=2)
-    window: int = Field(128, ge=4, le=4096)
+    min_events: Annotated[int, Field(ge=2)] = 64
+    window: Annotated[int, Field(ge=4, le=4096)] = 128
     low: Fraction = 0.5  # share of repeats (1 - distinct/total) scoring 0 ...
     high: Fraction = 0.9  # ... and 1
-    rate_low: float = Field(0.5, ge=0)  # requests per minute in the window scoring 0 ...
-    rate_high: float = Field(3.0, gt=0)  # ... and 1
+    rate_low: Annotated[float, Field(ge=0)] = 0.5  # requests per minute in the window scoring 0 ...
+    rate_high: Annotated[float, Field(gt=0)] = 3.0  # ... and 1
 
 
 class Detectors(_Model):
@@ -131,6 +133,10 @@ class Risk(_Model):
     hysteresis: Annotated[float, Field(ge=0, le=0.5)] = 0.05
     # effective = account + cluster_influence * max(0, cluster - account)
     cluster_influence: Fraction = 0.5
+    # Detectors observe every request but are scored every Nth one per subject:
+    # scoring costs more than observing, and every detector needs 10+ requests
+    # of evidence anyway. 1 scores every request.
+    rescore_every: Annotated[int, Field(ge=1, le=64)] = 4
 
 
 Action = Literal["throttle", "cap_max_tokens", "strip", "delay", "block", "flag"]
@@ -162,12 +168,12 @@ class When(_Model):
 
 
 class Rule(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     when: When
     action: Action
     factor: Annotated[float, Field(gt=0, lt=1)] | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    params: tuple[str, ...] | None = Field(None, min_length=1)
+    max_tokens: Annotated[int | None, Field(ge=1)] = None
+    params: Annotated[tuple[str, ...] | None, Field(min_length=1)] = None
     seconds: Duration | None = None
     mode: Literal["enforce", "shadow"] | None = None  # None: the anomaly section's mode
 
@@ -200,7 +206,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 class AnomalyConfig(_Model):
     enabled: bool = True
     mode: Literal["enforce", "shadow"] = "enforce"
-    max_subjects: int = Field(100_000, ge=1)  # per level (accounts, clusters), LRU beyond
+    max_subjects: Annotated[int, Field(ge=1)] = (
+        100_000  # per level (accounts, clusters), LRU beyond
+    )
     lexicon_extra: tuple[str, ...] = ()
     detectors: Detectors = Detectors()
     risk: Risk = Risk()

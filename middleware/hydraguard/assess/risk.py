@@ -41,7 +41,7 @@ class Assessment:
 class Subject:
     """Everything remembered about one account or one cluster."""
 
-    __slots__ = ("active", "blocks", "contributions", "risk", "states", "ts")
+    __slots__ = ("active", "blocks", "contributions", "pending", "risk", "states", "ts")
 
     def __init__(self, states: list[Any]) -> None:
         self.states = states
@@ -50,6 +50,7 @@ class Subject:
         self.contributions: tuple[float, ...] = ()  # weight * score per detector at the peak
         self.active = 0  # bit mask of the rules in force (hysteresis)
         self.blocks: dict[str, float] = {}  # block rule -> until
+        self.pending = 0  # observations since the detectors were last scored
 
 
 class RiskEngine:
@@ -64,6 +65,10 @@ class RiskEngine:
         self.influence = config.risk.cluster_influence
         self.noisy_or = config.risk.combination == "noisy_or"
         self.total_weight = sum(w for _, w in self.detectors["account"]) or 1.0
+        self.rescore_every = config.risk.rescore_every
+        # Bound methods, looked up once: the observe loop runs for every request.
+        self.observers = {s: tuple(d.observe for d, _ in ds) for s, ds in self.detectors.items()}
+        self.scorers = {s: tuple((d.score, w) for d, w in ds) for s, ds in self.detectors.items()}
         # Below this nothing can trigger: assess() skips the rules.
         self.floor = min((r.threshold for r in self.rules), default=2.0) - self.hysteresis
         self.max_subjects = config.max_subjects
@@ -84,25 +89,32 @@ class RiskEngine:
 
     def _observe(self, scope: Scope, key: str, event: RequestEvent) -> None:
         subject = self._subject(scope, key)
+        states = subject.states
+        for observe, state in zip(self.observers[scope], states, strict=True):
+            observe(state, event)
+        subject.pending += 1
+        if subject.pending < self.rescore_every:
+            return
+        subject.pending = 0
         ts = event.ts
-        noisy_or = self.noisy_or
-        combined = 1.0 if noisy_or else 0.0
-        contributions = []
-        for (detector, weight), state in zip(self.detectors[scope], subject.states, strict=True):
-            detector.observe(state, event)
-            part = weight * detector.score(state, ts)
-            contributions.append(part)
-            if noisy_or:
-                combined *= 1.0 - part
-            else:
-                combined += part
-        instant = 1.0 - combined if noisy_or else combined / self.total_weight
+        parts = tuple(
+            weight * score(state, ts)
+            for (score, weight), state in zip(self.scorers[scope], states, strict=True)
+        )
+        if self.noisy_or:
+            keep = 1.0
+            for part in parts:
+                keep *= 1.0 - part
+            instant = 1.0 - keep
+        else:
+            instant = sum(parts) / self.total_weight
         held = self._decayed(subject, ts)
         if instant >= held:
-            subject.risk, subject.contributions = instant, tuple(contributions)
+            subject.risk, subject.contributions = instant, parts
         else:
             subject.risk = held
-        subject.ts = max(subject.ts, ts)
+        if ts > subject.ts:
+            subject.ts = ts
 
     def _subject(self, scope: Scope, key: str) -> Subject:
         subjects = self.subjects[scope]
@@ -211,6 +223,7 @@ class RiskEngine:
             "contributions": list(subject.contributions),
             "active": [r.name for r in self.rules if subject.active & r.bit],
             "blocks": dict(subject.blocks),
+            "pending": subject.pending,
             "states": {
                 det.name: state.to_dict()
                 for (det, _), state in zip(self.detectors[scope], subject.states, strict=True)
@@ -233,6 +246,7 @@ class RiskEngine:
         active = set(data.get("active", ()))
         subject.active = sum(r.bit for r in self.rules if r.name in active)
         subject.blocks = {str(k): float(v) for k, v in data.get("blocks", {}).items()}
+        subject.pending = int(data.get("pending", 0))
         subjects = self.subjects[scope]
         subjects[key] = subject
         subjects.move_to_end(key)

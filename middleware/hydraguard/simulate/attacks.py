@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from hydraguard.simulate import agentic, bodies, corpus_attack, prompts, timing
-from hydraguard.simulate.population import Account, Campaign
+from hydraguard.simulate.accounts import Account, Campaign
 from hydraguard.simulate.scenario import Scenario
 
 TEMPERATURE_SWEEP = tuple(round(0.2 * i, 1) for i in range(11))  # 0.0 .. 2.0

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydraguard.simulate import bodies, corpus_attack, prompts, timing
-from hydraguard.simulate.population import Account
+from hydraguard.simulate.accounts import Account
 from hydraguard.simulate.scenario import Scenario
 
 
@@ -133,22 +133,24 @@ class _Developer(_Persona):
             kinds[0] = "mcq"
         limits = {k: rng.choice(_EVAL_MAX[k]) for k in kinds}
         model = bodies.MODELS[acct.dialect][2]  # the small model: cheap nightly evals
+        items = [rng.choice(kinds) for _ in range(rng.randint(100, 400))]
+        evalset = [(kind, prompts.eval_prompt(rng, kind)) for kind in items]
         times = timing.nightly(
             rng,
             s.start,
             s.end,
             acct.tz,
             local_time=rng.randint(0, 5) + rng.choice((0, 15, 30, 45)) / 60,
-            items=rng.randint(100, 400),
+            items=len(evalset),
             spacing=rng.uniform(0.8, 3.0),
         )
-        for ts in times:
-            kind = rng.choice(kinds)
+        for ts, item in times:
+            kind, prompt = evalset[item]
             extra = {"logprobs": True, "top_logprobs": 5} if logprobs and kind == "mcq" else None
             request = bodies.body(
                 acct.dialect,
                 model,
-                [bodies.user(prompts.eval_prompt(rng, kind))],
+                [bodies.user(prompt)],
                 max_tokens=1 if extra else limits[kind],
                 temperature=0.0,
                 extra=extra,

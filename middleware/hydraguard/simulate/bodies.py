@@ -8,7 +8,7 @@ import math
 import random
 from typing import Any
 
-from hydraguard.simulate.population import Account
+from hydraguard.simulate.accounts import Account
 
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 MODELS = {

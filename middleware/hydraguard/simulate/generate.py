@@ -20,6 +20,8 @@ from hydraguard.simulate.population import Population, build
 from hydraguard.simulate.scenario import Scenario
 
 Label = dict[str, str | None]
+# One encoder for every line: json.dumps with separators would build a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def write(scenario: Scenario, out: str | Path, labels_path: str | Path | None = 
             label = account_labels[record["account"]]
             by_class[str(label["class"])] += 1
             by_kind[str(label["kind"])] += 1
-            fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+            fh.write(_encode(record) + "\n")
     if labels_path is not None:
         with open(labels_path, "w", encoding="utf-8") as fh:
             json.dump(account_labels, fh, indent=1, sort_keys=True)

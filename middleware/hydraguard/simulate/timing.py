@@ -97,15 +97,16 @@ def nightly(
     local_time: float,
     items: int,
     spacing: float,
-) -> list[float]:
+) -> list[tuple[float, int]]:
     """A cron job at ``local_time`` (hours) every local day: ``items`` sequential requests,
-    ``spacing`` seconds apart give or take the model's latency jitter."""
-    out: list[float] = []
+    ``spacing`` seconds apart give or take the model's latency jitter. Returns (time, item
+    number) pairs: the job walks the same item list every night."""
+    out: list[tuple[float, int]] = []
     for day in _local_days(start, end, tz):
         t = day * DAY + local_time * 3600.0 - tz * 3600.0 + rng.uniform(0.0, 0.5)
-        for _ in range(items):
+        for item in range(items):
             if start <= t < end:
-                out.append(t)
+                out.append((t, item))
             t += spacing * rng.uniform(0.95, 1.05)
     return out
 

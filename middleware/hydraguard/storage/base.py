@@ -97,6 +97,11 @@ class Storage(ABC):
     async def clear(self, prefix: str) -> int:
         """Remove every counter and lease whose key starts with ``prefix``."""
 
+    async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
+        """Add (key, window, window id, amount) usage to counters, e.g. usage admitted
+        elsewhere during an outage or two clusters' usage when they merge."""
+        raise NotImplementedError
+
     async def drain(self) -> None:
         """Wait until background settlements have been applied."""
 

@@ -144,11 +144,18 @@ class MemoryStorage(Storage):
             del self._leases[key]
         return len(doomed) + len(doomed_leases)
 
-    def add_window_usage(self, key: str, window: int, now: float, amount: float) -> None:
-        """Add usage to a counter's current window (cluster merges carry usage over)."""
-        window_id = int(now // window)
-        self._counts(key, window_id, window)
-        self._windows[key][1] += amount
+    async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
+        for key, window, window_id, amount in entries:
+            entry = self._windows.get(key)
+            if entry is None:
+                entry = self._windows[key] = [window_id, 0.0, 0.0, window]
+            if entry[0] == window_id:
+                entry[1] += amount
+            elif entry[0] == window_id + 1:
+                entry[2] += amount
+            elif entry[0] < window_id:
+                entry[2] = entry[1] if entry[0] == window_id - 1 else 0.0
+                entry[0], entry[1] = window_id, amount
 
     def _counts(self, key: str, window_id: int, window: int) -> tuple[float, float]:
         entry = self._windows.get(key)

@@ -176,10 +176,13 @@ class RedisStorage(Storage):
             out.append(previous * weight + current)
         return out
 
-    async def add_window_usage(self, key: str, window: int, now: float, amount: float) -> None:
-        window_key = f"{key}:{int(now // window)}"
-        await self.client.incrby(window_key, int(amount))
-        await self.client.expire(window_key, 2 * window + 1)
+    async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, window, window_id, amount in entries:
+                window_key = f"{key}:{window_id}"
+                pipe.incrby(window_key, round(amount))
+                pipe.expire(window_key, 2 * window + 1)
+            await pipe.execute()
 
     async def set_flag(self, key: str, seconds: float, now: float) -> None:
         await self.client.set(key, "1", px=max(1, int(seconds * 1000)))

@@ -72,6 +72,10 @@ class ResilientStorage:
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset)
         self.local = MemoryStorage("memory://local", sliding=getattr(primary, "sliding", True))
         self.direct = not primary.shared  # memory storage cannot fail: no timeout or breaker
+        # Usage admitted on local counters during an outage, pushed to shared storage on
+        # recovery so the shared windows still see it: (key, window, window id) -> amount.
+        self.owed: dict[tuple[str, int, int], float] = {}
+        self._flushing: asyncio.Task[None] | None = None
 
     async def acquire(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
@@ -84,10 +88,19 @@ class ResilientStorage:
                     verdict = await self.primary.acquire(checks, now, lease_id, lease_ttl)
             except (Exception, TimeoutError) as exc:  # redis errors, timeouts, script errors
                 self._failed("acquire", exc)
+                if isinstance(exc, TimeoutError):
+                    # The script may have run and only its answer be late: return any
+                    # concurrency lease it took (idempotent). Window charges it may have made
+                    # stay, which errs on the side of counting.
+                    leases = [Lease(c.key, lease_id) for c in checks if c.window == 0]
+                    if leases:
+                        self.primary.settle([], leases, now)
             else:
                 if self.breaker.success():
                     log.warning("hydraguard: storage %s is back", self.primary.uri)
                     self.metrics.breaker_open.set(0)
+                    if self.owed:
+                        self._flushing = asyncio.get_running_loop().create_task(self._flush_owed(now))
                 return Outcome(verdict, self.primary, None)
         return self._fallback(checks, now, lease_id, lease_ttl)
 
@@ -112,11 +125,36 @@ class ResilientStorage:
         scaled = [
             Check(c.key, max(1, c.limit // replicas), c.window, c.cost, c.shadow) for c in checks
         ]
-        return Outcome(self.local.acquire_now(scaled, now, lease_id, lease_ttl), self.local, "storage_local")
+        verdict = self.local.acquire_now(scaled, now, lease_id, lease_ttl)
+        if verdict.charged:
+            for i, check in enumerate(checks):
+                if check.window > 0 and not (check.shadow and verdict.retry_after[i] > 0):
+                    slot = (check.key, check.window, verdict.window_ids[i])
+                    self.owed[slot] = self.owed.get(slot, 0.0) + check.cost
+        return Outcome(verdict, self.local, "storage_local")
 
     def settle(self, store: Storage | None, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
-        if store is not None:
-            store.settle(charges, leases, now)
+        if store is None:
+            return
+        store.settle(charges, leases, now)
+        if store is self.local:
+            for charge in charges:
+                slot = (charge.key, charge.window, charge.window_id)
+                if slot in self.owed:
+                    self.owed[slot] = max(0.0, self.owed[slot] + charge.delta)
+
+    async def _flush_owed(self, now: float) -> None:
+        owed, self.owed = self.owed, {}
+        # Windows that ended more than one window ago weigh nothing any more.
+        live = [(k, w, i, a) for (k, w, i), a in owed.items() if a and i >= int(now // w) - 1]
+        try:
+            async with asyncio.timeout(max(self.settings.timeout * 20, 1.0)):
+                await self.primary.add_usage(live)
+        except (Exception, TimeoutError) as exc:
+            self.metrics.storage_errors.labels("flush").inc()
+            log.warning("hydraguard: could not push %d local counters to %s: %r", len(live), self.primary.uri, exc)
+        else:
+            log.warning("hydraguard: pushed %d local counters to %s", len(live), self.primary.uri)
 
     async def aclose(self) -> None:
         try:

@@ -26,13 +26,14 @@ from hydraguard.assess.events import RequestEvent
 
 
 class ExtractionState:
-    __slots__ = ("pairs", "pos", "strength", "temps")
+    __slots__ = ("pairs", "pos", "strength", "temps", "widths")
 
     def __init__(self, strength: Ring) -> None:
         self.strength = strength
         self.pairs: list[tuple[int, float]] = []  # (template, temperature), a ring
         self.pos = 0
         self.temps: dict[int, dict[float, int]] = {}  # template -> temperature -> count
+        self.widths: dict[int, int] = {}  # distinct temperatures -> templates with that many
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,15 @@ class ExtractionParamsDetector:
         self.config = config
 
     def probe_strength(self, event: RequestEvent) -> float:
+        max_tokens = event.max_tokens
+        if not (
+            event.logit_bias
+            or event.logprobs
+            or event.top_logprobs
+            or event.n > 1
+            or (max_tokens is not None and max_tokens <= self.config.small_max_tokens)
+        ):
+            return 0.0  # the common case
         keep = 1.0  # probability that the request is *not* a probe
         if event.logit_bias:
             keep *= 0.2
@@ -73,8 +83,7 @@ class ExtractionParamsDetector:
     @staticmethod
     def _add_pair(state: ExtractionState, pair: tuple[int, float]) -> None:
         state.pairs.append(pair)
-        seen = state.temps.setdefault(pair[0], {})
-        seen[pair[1]] = seen.get(pair[1], 0) + 1
+        _count(state, pair, +1)
 
     def observe(self, state: ExtractionState, event: RequestEvent) -> None:
         state.strength.push(self.probe_strength(event))
@@ -84,26 +93,41 @@ class ExtractionParamsDetector:
         if len(state.pairs) < self.config.window:
             self._add_pair(state, pair)
             return
-        old_template, old_temp = state.pairs[state.pos]
-        seen = state.temps[old_template]
-        if seen[old_temp] > 1:
-            seen[old_temp] -= 1
-        elif len(seen) > 1:
-            del seen[old_temp]
-        else:
-            del state.temps[old_template]
+        _count(state, state.pairs[state.pos], -1)
+        _count(state, pair, +1)
         state.pairs[state.pos] = pair
         state.pos = (state.pos + 1) % self.config.window
-        seen = state.temps.setdefault(pair[0], {})
-        seen[pair[1]] = seen.get(pair[1], 0) + 1
 
     def score(self, state: ExtractionState, now: float) -> float:
         config = self.config
         probes = 0.0
         if len(state.strength) >= config.min_events:
             probes = ramp(state.strength.mean(), config.low, config.high)
-        sweep = 0.0
-        if state.temps:
-            widest = max(len(seen) for seen in state.temps.values())
-            sweep = ramp(widest, config.sweep_low, config.sweep_high)
-        return max(probes, sweep)
+        widest = max(state.widths) if state.widths else 0
+        return max(probes, ramp(widest, config.sweep_low, config.sweep_high))
+
+
+def _count(state: ExtractionState, pair: tuple[int, float], delta: int) -> None:
+    """Add or remove one (template, temperature) and keep the width histogram in step."""
+    template, temperature = pair
+    seen = state.temps.get(template)
+    if seen is None:
+        seen = state.temps[template] = {}
+    before = len(seen)
+    count = seen.get(temperature, 0) + delta
+    if count:
+        seen[temperature] = count
+    else:
+        del seen[temperature]
+    after = len(seen)
+    if after != before:
+        widths = state.widths
+        if before:
+            if widths[before] > 1:
+                widths[before] -= 1
+            else:
+                del widths[before]
+        if after:
+            widths[after] = widths.get(after, 0) + 1
+        else:
+            del state.temps[template]

@@ -8,9 +8,9 @@ hidden chains of thought. People write "step by step" too, so the score is a
 share over a window: a student's occasional request stays low, a campaign
 whose every prompt asks for the trace does not.
 
-The lexicon (``assess.lexicon``, extendable by ``lexicon_extra``) is one regex
-compiled once and matched against the lower-cased prompt, once per event even
-though the account and the cluster both observe it.
+The lexicon (``assess.lexicon``, extendable by ``lexicon_extra``) is compiled
+once and matched against the lower-cased prompt, once per event even though
+the account and the cluster both observe it.
 
 Minimum evidence: ``min_events`` prompts in the window.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from hydraguard.assess.config import ReasoningElicitation
 from hydraguard.assess.detectors.base import EventMemo, Ring, Scope, ramp
 from hydraguard.assess.events import RequestEvent
-from hydraguard.assess.lexicon import compile_lexicon
+from hydraguard.assess.lexicon import Lexicon
 
 
 class ReasoningElicitationDetector:
@@ -35,11 +35,11 @@ class ReasoningElicitationDetector:
         lexicon_extra: tuple[str, ...] = (),
     ) -> None:
         self.config = config
-        self.pattern = compile_lexicon(lexicon_extra)
+        self.lexicon = Lexicon(lexicon_extra)
         self._memo = EventMemo()
 
     def elicits(self, prompt: str) -> bool:
-        return self.pattern.search(prompt.lower()) is not None
+        return self.lexicon.matches(prompt)
 
     def new_state(self) -> Ring:
         return Ring(self.config.window)

@@ -79,9 +79,12 @@ class VolumeDetector:
 
     def _rate(self, count: float, half_life: float, idle: float, age: float) -> float:
         """Requests per minute from a decayed count, corrected for a young subject."""
-        count *= 2.0 ** (-idle / half_life)
-        filled = 1.0 - 2.0 ** (-max(age, 1.0) / half_life)
-        return count * _LN2 / half_life / filled * 60.0
+        if idle > 0.0:
+            count *= 2.0 ** (-idle / half_life)
+        rate = count * _LN2 / half_life * 60.0
+        if age < 20.0 * half_life:  # older than that, the counter is full to 1e-6
+            rate /= 1.0 - 2.0 ** (-max(age, 1.0) / half_life)
+        return rate
 
     def rates(self, state: VolumeState, now: float) -> tuple[float, float]:
         """(fast, slow) requests per minute at ``now``."""

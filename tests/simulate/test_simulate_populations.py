@@ -7,7 +7,8 @@ import re
 import statistics
 from collections import Counter, defaultdict
 
-from conftest import STEP_BY_STEP, Traffic, last_user_text
+from simulate_helpers import STEP_BY_STEP, Traffic, last_user_text
+
 from hydraguard.simulate import corpus, corpus_attack
 from hydraguard.simulate.fingerprints import JA4_CHROME
 from hydraguard.simulate.generate import generate
@@ -193,11 +194,14 @@ def test_developers_run_a_regular_nightly_batch() -> None:
     )
     records, _ = generate(scenario)
     nightly: dict[str, list[float]] = defaultdict(list)
+    prompts: dict[str, list[str]] = defaultdict(list)
     for r in records:
         if r["body"].get("temperature") == 0.0:
             nightly[r["account"]].append(r["ts"])
+            prompts[r["account"]].append(last_user_text(r))
     assert len(nightly) == 8
-    for times in nightly.values():
+    for account, times in nightly.items():
+        assert len(set(prompts[account])) < len(prompts[account]) / 2  # same items nightly
         batches: list[list[float]] = [[times[0]]]
         for a, b in itertools.pairwise(times):
             if b - a < 600:

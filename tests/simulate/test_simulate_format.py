@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 import pytest
+from simulate_helpers import SMALL, Traffic
 
-from conftest import SMALL, Traffic
 from hydraguard.simulate import command
 from hydraguard.simulate.generate import write
 from hydraguard.simulate.scenario import Scenario

@@ -1,0 +1,182 @@
+"""One admission decision on Redis: HydraGuard's script vs ``limits`` one by one vs a bare PING.
+
+    python benchmarks/bench_redis.py [--redis redis://127.0.0.1:6379/14] [--calls 2000] [--reps 5]
+
+All three use redis-py's asyncio client over loopback, sequentially (one decision at a
+time), interleaved rep by rep; latencies are per call, median and p99 in µs.
+
+- ``ping``: ``await redis.ping()``, the floor of one round trip.
+- ``hydraguard``: ``RedisStorage.acquire`` over the default policy's plan for one
+  request: 4 account window limits + 1 account concurrency + 2 global window limits,
+  all checked and reserved at once (one EVALSHA). Every decision must admit.
+- ``limits-2``: two ``SlidingWindowCounterRateLimiter.hit`` calls (the peer's usual setup).
+- ``limits-6``: the same 6 window limits as HydraGuard, ``hit`` one by one (``limits``
+  has no concurrency limit, and ``hit`` one by one is neither atomic nor all-or-nothing:
+  this is a lower bound for what ``limits`` would need to do the same job).
+
+The lease each HydraGuard decision takes is released after the timed call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage as LimitsRedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+import variants
+from hydraguard.admit.plan import Plan, Planner
+from hydraguard.policy.compiled import WindowLimit
+from hydraguard.storage.base import Lease
+from hydraguard.storage.redis import RedisStorage
+
+OUT = Path(__file__).resolve().parent / "out"
+TOKENS = 14 + 16  # the benchmark body's input estimate + max_tokens, roughly
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    prefix = f"acct-{secrets.token_hex(4)}"  # fresh ids: earlier runs' counts stay out of the way
+    planner = Planner(variants.bench_policy())
+    plans: list[Plan] = [planner.plan(f"{prefix}-{i}", "default", TOKENS) for i in range(args.accounts)]
+    windows = [(i, limit) for i, limit in enumerate(plans[0].limits) if isinstance(limit, WindowLimit)]
+    items: list[tuple[RateLimitItem, str, int]] = [
+        (RateLimitItemPerSecond(limit.amount, limit.window), limit.rule, plans[0].checks[i].cost)
+        for i, limit in windows
+    ]
+
+    ping_client = aioredis.Redis.from_url(args.redis)
+    storage = RedisStorage(args.redis)
+    limiter = SlidingWindowCounterRateLimiter(
+        LimitsRedisStorage("async+" + args.redis, implementation="redispy")
+    )
+    counter = 0
+
+    async def ping() -> None:
+        await ping_client.ping()
+
+    async def hydraguard() -> None:
+        nonlocal counter
+        counter += 1
+        plan = plans[counter % len(plans)]
+        lease_id = f"bench-{counter}"
+        began = time.perf_counter()
+        verdict = await storage.acquire(plan.checks, time.time(), lease_id, 600.0)
+        timings["hydraguard"].append(time.perf_counter() - began)
+        if not verdict.admitted:
+            raise SystemExit(f"HydraGuard refused a benchmark decision: {verdict}")
+        storage.settle([], [Lease(plan.checks[i].key, lease_id) for i in plan.lease_checks], time.time())
+        await storage.drain()
+
+    def limits_hits(count: int) -> Callable[[], Awaitable[None]]:
+        async def hit() -> None:
+            nonlocal counter
+            counter += 1
+            account = f"{prefix}-{counter % args.accounts}"
+            for item, rule, cost in items[:count]:
+                scope = "global" if rule.startswith("global") else account
+                if not await limiter.hit(item, rule, scope, cost=cost):
+                    raise SystemExit(f"limits refused a benchmark hit: {rule}")
+
+        return hit
+
+    rows: dict[str, Callable[[], Awaitable[None]]] = {
+        "ping": ping,
+        "hydraguard": hydraguard,
+        "limits-2": limits_hits(2),
+        f"limits-{len(items)}": limits_hits(len(items)),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in rows}
+    for call in rows.values():  # warm-up: connections, script load
+        for _ in range(args.warmup):
+            await call()
+    timings = {name: [] for name in rows}
+    for rep in range(args.reps):
+        for name in list(rows)[rep % len(rows) :] + list(rows)[: rep % len(rows)]:
+            call = rows[name]
+            for _ in range(args.calls):
+                if name == "hydraguard":
+                    await call()  # times only the acquire, not the lease release
+                    continue
+                began = time.perf_counter()
+                await call()
+                timings[name].append(time.perf_counter() - began)
+    await _cleanup(ping_client, prefix)
+    await ping_client.aclose()
+    await storage.aclose()
+
+    floor = statistics.median(timings["ping"])
+    results = {}
+    for name, values in timings.items():
+        values.sort()
+        median = statistics.median(values)
+        results[name] = {
+            "median_us": median * 1e6,
+            "p99_us": percentile(values, 0.99) * 1e6,
+            "x_ping": median / floor,
+        }
+    for name in results:
+        if name.startswith("limits"):
+            results[name]["x_hydraguard"] = results[name]["median_us"] / results["hydraguard"]["median_us"]
+    return {
+        "benchmark": "redis",
+        "redis": args.redis,
+        "calls": args.calls,
+        "reps": args.reps,
+        "hydraguard_checks": len(plans[0].checks),
+        "limits_per_decision": len(items),
+        "python": sys.version.split()[0],
+        "nproc": os.cpu_count(),
+        "loadavg_after": os.getloadavg(),
+        "results": results,
+    }
+
+
+async def _cleanup(client: aioredis.Redis, prefix: str) -> None:
+    async for key in client.scan_iter(match=f"*{prefix}*", count=1000):
+        await client.delete(key)
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['redis']}, {report['calls']} calls x {report['reps']} reps, sequential",
+        f"{'decision':<12} {'median µs':>10} {'p99 µs':>8} {'x PING':>7} {'x HydraGuard':>13}",
+    ]
+    for name, r in report["results"].items():
+        vs = f"{r['x_hydraguard']:.2f}" if "x_hydraguard" in r else "-"
+        lines.append(f"{name:<12} {r['median_us']:>10.0f} {r['p99_us']:>8.0f} {r['x_ping']:>7.2f} {vs:>13}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--calls", type=int, default=2_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args))
+    print(table(report))
+    OUT.mkdir(exist_ok=True)
+    (OUT / "redis.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    main()

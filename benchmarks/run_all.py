@@ -1,0 +1,176 @@
+"""Run every benchmark (each in its own process) and rewrite the results in benchmarks/README.md.
+
+    python benchmarks/run_all.py [--redis redis://127.0.0.1:6379/14] [--quick] [--render-only]
+
+Results go to benchmarks/out/*.json; the README section between the ``results:start``
+and ``results:end`` markers is regenerated from them (nothing else in the README changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+README = HERE / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+CHECKS = {"bare": "none", "slowapi": "1", "limits": "2", "hydraguard": "6 windows + 1 concurrency"}
+
+
+def commands(redis: str, quick: bool) -> list[list[str]]:
+    short_overhead = ["--calls", "5000", "--reps", "3"] if quick else []
+    short_http = ["--duration", "3", "--rounds", "1"] if quick else []
+    short_redis = ["--calls", "500", "--reps", "3"] if quick else []
+    py = sys.executable
+    return [
+        [py, str(HERE / "bench_overhead.py"), *short_overhead],
+        [py, str(HERE / "bench_overhead.py"), "--storage", redis, *short_overhead],
+        [py, str(HERE / "bench_redis.py"), "--redis", redis, *short_redis],
+        [py, str(HERE / "bench_http.py"), "--redis", redis, *short_http],
+    ]
+
+
+def machine() -> dict[str, Any]:
+    versions = {name: metadata.version(name) for name in ("starlette", "uvicorn", "slowapi", "limits", "redis")}
+    try:
+        server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+        versions["redis-server"] = next((w.split("=")[1] for w in server if w.startswith("v=")), "?")
+    except OSError:
+        versions["redis-server"] = "?"
+    wrk = subprocess.run(["sh", "-c", "wrk --version 2>&1 | head -1"], capture_output=True, text=True).stdout
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "versions": versions,
+        "wrk": wrk.split(" [")[0].strip() or "not installed",
+    }
+
+
+def _read(name: str) -> dict[str, Any] | None:
+    path = OUT / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def render(command: str) -> str:
+    info = _read("machine.json") or {}
+    lines = [
+        f"Measured {info.get('date', '?')} on {info.get('nproc', '?')} CPUs, Python {info.get('python', '?')}, "
+        f"{info.get('platform', '?')}; load average before the run {info.get('loadavg_before', '?')}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
+        + f", {info.get('wrk', 'wrk ?')}.",
+        "",
+        "Reproduce with:",
+        "",
+        "    " + command,
+        "",
+    ]
+    targets: list[tuple[str, str, bool | None]] = []
+    for name, title in (("overhead-memory.json", "memory://"), ("overhead-redis.json", "Redis")):
+        report = _read(name)
+        if report is None:
+            continue
+        lines += [
+            f"### Per-request overhead, direct ASGI calls, storage {title}",
+            "",
+            f"{report['calls']} sequential calls x {report['reps']} repetitions per variant, interleaved; "
+            f"{report['accounts']} rotating accounts; every response 200.",
+            "",
+            "| variant | limits per request | µs per call (median) | added µs over bare |",
+            "|---|---|---:|---:|",
+        ]
+        for variant, r in report["results"].items():
+            lines.append(f"| {variant} | {CHECKS[variant]} | {r['median_us']:.1f} | {r['added_us']:.1f} |")
+        lines.append("")
+        if title == "memory://":
+            added = report["results"]["hydraguard"]["added_us"]
+            targets.append(("HydraGuard adds ≤ 25 µs per request (memory)", f"{added:.1f} µs", added <= 25))
+    http = _read("http.json")
+    if http is not None:
+        lines += [
+            "### HTTP throughput, uvicorn (one worker unless stated), loopback",
+            "",
+            f"{http['generator']}, 1 thread, {http['connections']} connections, {http['duration_s']} s per run, "
+            f"median of {http['rounds']} interleaved rounds; every response 2xx.",
+            "",
+            "| variant | req/s | ratio to bare | p50 latency ms | p99 latency ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, r in http["results"].items():
+            if r.get("problems"):
+                label = f"{label} (INVALID: {'; '.join(r['problems'])})"
+            lines.append(
+                f"| {label} | {r['rps']:.0f} | {r['ratio']:.2f} | {r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} |"
+            )
+        lines.append("")
+        ratio = http["results"]["hydraguard"]["ratio"]
+        targets.append(("HydraGuard keeps ≥ 90% of bare HTTP throughput", f"{ratio:.0%}", ratio >= 0.9))
+    redis = _read("redis.json")
+    if redis is not None:
+        lines += [
+            "### One admission decision on Redis, sequential, loopback",
+            "",
+            f"{redis['calls']} calls x {redis['reps']} repetitions per row, interleaved. HydraGuard checks and "
+            f"reserves {redis['hydraguard_checks']} limits in one call; `limits-N` hits N window limits one by one.",
+            "",
+            "| decision | median µs | p99 µs | x PING | x HydraGuard |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, r in redis["results"].items():
+            vs = f"{r['x_hydraguard']:.2f}" if "x_hydraguard" in r else ""
+            lines.append(f"| {name} | {r['median_us']:.0f} | {r['p99_us']:.0f} | {r['x_ping']:.2f} | {vs} |")
+        lines.append("")
+        x_ping = redis["results"]["hydraguard"]["x_ping"]
+        peer = f"limits-{redis['limits_per_decision']}"
+        x_peer = redis["results"][peer]["x_hydraguard"]
+        targets.append(("Redis decision within 1.5x of PING", f"{x_ping:.2f}x", x_ping <= 1.5))
+        targets.append((f"Redis decision ≥ 2.5x faster than `{peer}`", f"{x_peer:.2f}x", x_peer >= 2.5))
+    if targets:
+        lines += ["### Targets (issues 2 and 4)", "", "| target | measured | met |", "|---|---:|---|"]
+        lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets]
+    return "\n".join(lines)
+
+
+def rewrite_readme(section: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{section}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--quick", action="store_true", help="short runs, to check that everything works")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the README from benchmarks/out/")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/run_all.py" + (f" --redis {args.redis}" if args.redis != parser.get_default("redis") else "")
+    failed = []
+    if not args.render_only:
+        OUT.mkdir(exist_ok=True)
+        for stale in OUT.glob("*.json"):  # a failed benchmark must not leave older figures behind
+            stale.unlink()
+        (OUT / "machine.json").write_text(json.dumps(machine(), indent=2), encoding="utf-8")
+        for cmd in commands(args.redis, args.quick):
+            print("$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd[1:]), flush=True)
+            if subprocess.run(cmd).returncode:
+                failed.append(Path(cmd[1]).name)
+    rewrite_readme(render(command))
+    if failed:
+        print(f"failed: {', '.join(failed)} (README shows the last good results of those)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Admission pieces: storage keys per subject, the decision's refusing rule, header syntax."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from hydraguard.admit.headers import go_duration, policy_header
+from hydraguard.admit.plan import Planner, account_prefix, subject_tag
+
+
+def test_subject_tags_keep_one_slot_per_account_and_cannot_be_broken() -> None:
+    assert subject_tag("a", "acct-1") == "{a:acct-1}"
+    odd = subject_tag("a", "x}{y")
+    assert odd.count("{") == 1 and odd.count("}") == 1 and "x}{y" not in odd
+    assert len(subject_tag("a", "z" * 500)) < 60
+    assert account_prefix("acct-1") == "hg:{a:acct-1}"
+
+
+def test_plan_costs_and_keys(kit: SimpleNamespace) -> None:
+    policy = kit.compile_yaml(
+        kit.base_policy(requests="10/minute", tokens="500/minute; 9000/day", concurrency=2)
+    )
+    plan = Planner(policy).plan("acct-1", "default", 123)
+    limits = [c for c in plan.checks if c.window >= 0]  # negative windows are flags, not limits
+    assert [(c.key, c.limit, c.window, c.cost) for c in limits] == [
+        ("hg:{a:acct-1}:r60", 10, 60, 1),
+        ("hg:{a:acct-1}:t60", 500, 60, 123),
+        ("hg:{a:acct-1}:t86400", 9000, 86400, 123),
+        ("hg:{a:acct-1}:c", 2, 0, 1),
+    ]
+    assert [plan.checks[i].key for i in plan.token_checks] == [limits[1].key, limits[2].key]
+    assert [plan.checks[i].key for i in plan.lease_checks] == [limits[3].key]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "0s"), (0.2, "1s"), (59.5, "1m0s"), (360, "6m0s"), (3723, "1h2m3s")]
+)
+def test_go_durations(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
+
+
+def test_policy_header_is_a_structured_field_list(kit: SimpleNamespace) -> None:
+    policy = kit.compile_yaml(
+        kit.base_policy(requests="10/minute", tokens="500/hour", concurrency=2)
+    )
+    header = policy_header(Planner(policy).plan("x", "default", 0).limits).decode()
+    assert header == (
+        '"tier.default.requests.10/minute";q=10;w=60, '
+        '"tier.default.tokens.500/hour";q=500;w=3600;qu="tokens", '
+        '"tier.default.concurrency";q=2;qu="concurrent-requests"'
+    )
+
+
+async def test_request_too_large_for_a_limit_says_so(guarded, kit: SimpleNamespace) -> None:
+    g = await guarded(kit.build_upstream(kit.Upstream()), kit.base_policy(tokens="100/minute"))
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}
+    refused = await g.client.post(
+        "/v1/chat/completions", json=body, headers={"x-account-id": "big"}
+    )
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["rule"] == "tier.default.tokens.100/minute"
+    assert "alone exceeds" in error["message"] and "max_tokens" in error["message"]
+    assert set((await g.usage("big")).values()) == {0.0}
+
+
+def test_rules_over_the_same_window_get_their_own_counters(kit: SimpleNamespace) -> None:
+    policy = kit.compile_yaml(
+        kit.base_policy(requests="1000/minute").replace(
+            'requests: "1000/minute"', "requests: [{limit: 1/minute, mode: shadow}, 3/minute]"
+        )
+    )
+    plan = Planner(policy).plan("a", "default", 0)
+    request_keys = [c.key for c in plan.checks if c.key.split(":")[-1].startswith("r")]
+    assert len(request_keys) == 2 == len(set(request_keys))

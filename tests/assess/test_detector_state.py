@@ -1,0 +1,77 @@
+"""Detector states: bounded, JSON round trip, and the same answers after a round trip."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+
+import pytest
+from assess_traffic import START, chat_user, detector, hydra, prober
+
+from hydraguard.assess.detectors import ramp
+
+NAMES = [
+    "template_repetition",
+    "reasoning_elicitation",
+    "extraction_params",
+    "output_appetite",
+    "volume",
+    "timing_regularity",
+    "activity_spread",
+    "diversity",
+]
+
+
+def mixed_traffic(n: int) -> list:
+    events = [
+        *itertools.islice(hydra(1, accounts=1), n // 2),
+        *prober(2, n=n // 4, start=START + 3600),
+        *chat_user(3, days=2, start=START),
+    ]
+    return sorted(events, key=lambda e: e.ts)[:n]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_survives_a_json_round_trip(name: str) -> None:
+    det = detector(name)
+    events = mixed_traffic(400)
+    original = det.new_state()
+    for event in events[:200]:
+        det.observe(original, event)
+    restored = det.load_state(json.loads(json.dumps(original.to_dict())))
+    for event in events[200:]:
+        det.observe(original, event)
+        det.observe(restored, event)
+        assert det.score(restored, event.ts) == pytest.approx(det.score(original, event.ts))
+    assert restored.to_dict() == original.to_dict()
+
+
+@functools.cache
+def long_campaign() -> tuple:
+    return tuple(hydra(9, accounts=1, hours=3, period=1.0))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_stays_bounded(name: str) -> None:
+    det = detector(name)
+    state = det.new_state()
+    sizes = []
+    for i, event in enumerate(long_campaign()):
+        det.observe(state, event)
+        if i in (1000, 10000):
+            sizes.append(len(json.dumps(state.to_dict())))
+    assert sizes[1] <= sizes[0] * 1.1 + 64
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_fresh_state_scores_zero(name: str) -> None:
+    det = detector(name)
+    assert det.score(det.new_state(), START) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0.0, 0.0), (0.2, 0.0), (0.5, 0.5), (0.8, 1.0), (3.0, 1.0)]
+)
+def test_ramp(value: float, expected: float) -> None:
+    assert ramp(value, 0.2, 0.8) == pytest.approx(expected)

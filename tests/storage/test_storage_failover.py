@@ -1,0 +1,168 @@
+"""Storage failure is a policy decision: open, closed, local; bounded waits; a breaker; recovery.
+
+Runs a real redis-server on a spare port and stops and restarts it under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from redis_server import RedisServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from hydraguard import HydraGuard
+from hydraguard.policy.compiled import compile_policy
+from hydraguard.policy.loader import parse_policy
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+async def chat(request: Request) -> JSONResponse:
+    await request.body()
+    return JSONResponse({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 5}})
+
+
+UPSTREAM = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def policy(on_error: str, *, requests: str = "1000/minute", replicas: int = 1, timeout: float = 0.05):
+    text = f"""
+tiers:
+  default:
+    requests: "{requests}"
+    tokens: "1000000/minute"
+    concurrency: 100
+storage:
+  on_error: {on_error}
+  timeout: {timeout}
+  replicas: {replicas}
+  breaker_failures: 3
+  breaker_reset: 0.5
+"""
+    return compile_policy(parse_policy(text, "failover.yaml"))
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    instance = RedisServer()
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+async def post(client: httpx.AsyncClient, account: str = "a1") -> httpx.Response:
+    return await client.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+        headers={"x-account-id": account},
+    )
+
+
+def client_for(guard: HydraGuard) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://test")
+
+
+@pytest.mark.parametrize(("mode", "status"), [("open", 200), ("closed", 503)])
+async def test_down_redis_open_admits_closed_refuses(server: RedisServer, mode: str, status: int) -> None:
+    registry = CollectorRegistry()
+    guard = HydraGuard(UPSTREAM, policy=policy(mode), storage=server.url, registry=registry)
+    async with client_for(guard) as client:
+        assert (await post(client)).status_code == 200
+        server.stop()
+        started = time.monotonic()
+        responses = [await post(client) for _ in range(10)]
+        elapsed = time.monotonic() - started
+    assert [r.status_code for r in responses] == [status] * 10
+    if mode == "closed":
+        body = responses[0].json()
+        assert body["error"]["code"] == "rate_limiter_unavailable"
+        assert body["error"]["reason"] == "storage"
+    # Ten decisions against a dead server: bounded by the timeout, then the breaker.
+    assert elapsed < 2.0
+    assert registry.get_sample_value("hydraguard_storage_errors_total", {"operation": "acquire"}) >= 3
+    assert registry.get_sample_value("hydraguard_storage_breaker_open") == 1
+    decision = "storage_open" if mode == "open" else "storage_closed"
+    assert registry.get_sample_value(
+        "hydraguard_decisions_total",
+        {"policy": "default", "route": "/v1/chat/completions", "decision": decision,
+         "rule": "none" if mode == "open" else "storage"},
+    ) == 10
+    await guard.aclose()
+
+
+async def test_local_mode_scales_limits_and_pushes_usage_back(server: RedisServer) -> None:
+    registry = CollectorRegistry()
+    guard = HydraGuard(
+        UPSTREAM, policy=policy("local", requests="20/minute", replicas=4), storage=server.url, registry=registry
+    )
+    async with client_for(guard) as client:
+        server.stop()
+        statuses = [(await post(client)).status_code for _ in range(8)]
+        # 20/minute over 4 replicas: this process alone admits 5 while Redis is away.
+        assert statuses == [200] * 5 + [429] * 3
+        server.start()
+        await asyncio.sleep(0.6)  # breaker_reset: the next decision probes Redis again
+        first_back = await post(client)
+        assert first_back.status_code == 200
+        await asyncio.sleep(0.2)  # the local counters are pushed to Redis in the background
+        plan = guard.guard.gate.planner.plan("a1", "default", 0)
+        usage = await guard.storage.primary.usage(plan.checks, time.time())
+    # 5 admitted locally + 1 on Redis: nothing admitted during the outage was lost.
+    requests_index = next(i for i, limit in enumerate(plan.limits) if limit.rule.endswith("20/minute"))
+    assert usage[requests_index] == pytest.approx(6, abs=0.01)
+    assert registry.get_sample_value("hydraguard_storage_breaker_open") == 0
+    await guard.aclose()
+
+
+async def test_slow_redis_is_bounded_by_the_timeout(server: RedisServer) -> None:
+    import redis.asyncio as aredis
+
+    guard = HydraGuard(UPSTREAM, policy=policy("open", timeout=0.05), storage=server.url, registry=CollectorRegistry())
+    blocker = aredis.Redis(port=server.port)
+    async with client_for(guard) as client:
+        assert (await post(client)).status_code == 200
+        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        response = await post(client)
+        elapsed = time.monotonic() - started
+        await sleeper
+    assert response.status_code == 200
+    assert elapsed < 0.5  # not the second the server is asleep
+    await blocker.aclose()
+    await guard.aclose()
+
+
+async def test_recovery_under_load_is_automatic(server: RedisServer) -> None:
+    registry = CollectorRegistry()
+    guard = HydraGuard(UPSTREAM, policy=policy("open"), storage=server.url, registry=registry)
+    async with client_for(guard) as client:
+
+        async def load(seconds: float) -> list[int]:
+            out: list[int] = []
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                batch = await asyncio.gather(*(post(client, f"acct-{i}") for i in range(10)))
+                out += [r.status_code for r in batch]
+            return out
+
+        before = await load(0.3)
+        server.stop()
+        during = await load(0.5)
+        server.start()
+        await asyncio.sleep(0.6)
+        after = await load(0.5)
+    assert set(before) == set(during) == set(after) == {200}
+    assert registry.get_sample_value("hydraguard_storage_breaker_open") == 0
+    plan = guard.guard.gate.planner.plan("acct-0", "default", 0)
+    usage = await guard.storage.primary.usage(plan.checks, time.time())
+    assert usage[1] >= 1  # decisions after recovery are counted on Redis again
+    await guard.aclose()
