@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .admit.gate import Decision, Gate
 from .admit.headers import policy_header, ratelimit_headers
 from .admit.plan import BLOCK
-from .identify import Identifier, decode_headers
+from .identify import Identifier, Identity, decode_headers
 from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive, with_content_length
 from .inspect.dialect import Dialect
 from .inspect.dialects import DIALECTS
@@ -83,7 +83,7 @@ class Guard:
             facts = dialect.parse(parsed)
             body, scope = self._rewrite(dialect, facts, body, scope)
             receive = replay_receive(body, receive)
-        decision = await self.gate.admit(identity, facts, self.clock())
+        decision = await self.decide(identity, facts, self.clock())
         self.decision_seconds.observe(time.perf_counter() - started)
         plan = decision.plan
         extra = ratelimit_headers(
@@ -97,7 +97,23 @@ class Guard:
         self.metrics.decision(policy.name, route.name, outcome, decision.rule)
         if facts is not None:
             self._route_metrics(route)[0].inc(decision.input_estimate + decision.output_reserved)
-        await self._forward(route, dialect, decision, extra, scope, receive, send, app)
+        await self._forward(route, dialect, decision, facts, extra, scope, receive, send, app)
+
+    async def decide(self, identity: Identity, facts: RequestFacts | None, now: float) -> Decision:
+        """identify is done; cluster, assess and admit. The live path and replay share it."""
+        return await self.gate.admit(identity, facts, now)
+
+    def complete(
+        self,
+        decision: Decision,
+        facts: RequestFacts | None,
+        input_tokens: int,
+        output_tokens: int,
+        status: int,
+        now: float,
+    ) -> None:
+        """After the response (or what stood for it): settle, release, and learn from it."""
+        self.gate.settle(decision, input_tokens + output_tokens, now)
 
     def _rewrite(
         self, dialect: Dialect, facts: RequestFacts, body: bytes, scope: Scope
@@ -151,6 +167,7 @@ class Guard:
         route: CompiledRoute,
         dialect: Dialect,
         decision: Decision,
+        facts: RequestFacts | None,
         extra: list[tuple[bytes, bytes]],
         scope: Scope,
         receive: Receive,
@@ -177,25 +194,27 @@ class Guard:
         finally:
             # Runs on completion, error and cancellation alike: settle and release the slot.
             self.in_flight.dec()
-            self._settle(route, decision, reader, status)
+            self._settle(route, decision, facts, reader, status)
 
-    def _settle(self, route: CompiledRoute, decision: Decision, reader: UsageReader, status: int) -> None:
-        if decision.plan.token_checks or decision.plan.lease_checks:
-            reader.finish()
+    def _settle(
+        self, route: CompiledRoute, decision: Decision, facts: RequestFacts | None, reader: UsageReader, status: int
+    ) -> None:
+        reader.finish()
         tally = reader.tally
-        if not decision.plan.token_checks:
-            used, source = 0, "none"
+        if facts is None:
+            input_tokens = output_tokens = 0
+            source = "none"
         elif tally.input_tokens is not None and tally.output_tokens is not None:
-            used, source = tally.input_tokens + tally.output_tokens, "usage"
+            input_tokens, output_tokens, source = tally.input_tokens, tally.output_tokens, "usage"
         else:
             # No usage from the upstream (client gone, upstream error, stream cut): charge
             # the input (as reported, else estimated) plus what was visibly streamed.
             input_tokens = tally.input_tokens if tally.input_tokens is not None else decision.input_estimate
-            used = input_tokens + reader.output_estimate(self.policy.chars_per_token, status)
+            output_tokens = reader.output_estimate(self.policy.chars_per_token, status)
             source = "estimate"
-        self.gate.settle(decision, used, self.clock())
+        self.complete(decision, facts, input_tokens, output_tokens, status, self.clock())
         if source != "none":
-            self._route_metrics(route)[1 if source == "usage" else 2].inc(used)
+            self._route_metrics(route)[1 if source == "usage" else 2].inc(input_tokens + output_tokens)
 
     def _route_metrics(self, route: CompiledRoute) -> tuple[Any, Any, Any]:
         """Per-route metric children, looked up once (labels() costs more than inc())."""

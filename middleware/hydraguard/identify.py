@@ -98,14 +98,17 @@ class Identifier:
                 account = "ip-" + ip
             if account:
                 break
+        return Identity(account or "anonymous", self.tier_for(context, state), ip, context)
+
+    def tier_for(self, headers: dict[str, str], state: dict[str, Any]) -> str:
         tier = None
         if self.tier_header is not None:
-            tier = context.get(self.tier_header)
+            tier = headers.get(self.tier_header)
         elif self.tier_state is not None:
             tier = state.get(self.tier_state)
         if tier not in self.tiers:
-            tier = self.default_tier  # an unknown tier name never grants more than the default
-        return Identity(account or "anonymous", tier, ip, context)
+            return self.default_tier  # an unknown tier name never grants more than the default
+        return tier  # type: ignore[return-value]
 
     @staticmethod
     def _api_key(headers: dict[str, str]) -> str | None:

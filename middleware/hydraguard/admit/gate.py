@@ -34,6 +34,10 @@ class Decision:
     rule: str | None  # the rule that refused (or would have, in shadow)
     retry_after: int  # whole seconds until the refusing rule has room
     too_large: bool  # the request alone exceeds a limit: waiting will not help
+    cluster: str | None = None  # the account's cluster at decision time
+    risk: float = 0.0  # the account's effective risk score at decision time, 0..1
+    actions: tuple[str, ...] = ()  # actions applied besides plain admission (cap_max_tokens, ...)
+    output_cap: int | None = None  # max_tokens cap applied to the request, if any
 
     def reserved(self, index: int) -> bool:
         """Was check ``index`` actually charged? (shadow checks are not when they refused)."""
