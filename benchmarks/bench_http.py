@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 import variants
 
@@ -48,11 +50,7 @@ def free_port() -> int:
 def start_server(
     variant: str, port: int, storage: str, workers: int, stats_dir: str, timeout: float | None
 ) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable, "-m", "uvicorn", f"variants:{variant}_app", "--factory", "--app-dir", str(HERE),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve", variant, str(port), str(workers)]
     env = {**os.environ, "BENCH_STORAGE": storage, "BENCH_STATS_DIR": stats_dir}
     if timeout is not None:
         env["BENCH_STORAGE_TIMEOUT"] = str(timeout)
@@ -183,6 +181,27 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def serve(variant: str, port: int, workers: int) -> None:
+    """``uvicorn variants:<variant>_app --factory --workers N --no-access-log`` on a socket bound here.
+
+    uvicorn's own ``bind_socket`` leaves ``proto=0``, so asyncio never sets TCP_NODELAY on
+    the connections it accepts and, with ``--workers`` > 1, every keep-alive response waits
+    ~40 ms for a delayed ACK (uvicorn issue #3149); binding with IPPROTO_TCP avoids that.
+    """
+    config = uvicorn.Config(
+        f"variants:{variant}_app", factory=True, host="127.0.0.1", port=port, workers=workers,
+        access_log=False, log_level="warning",
+    )  # fmt: skip
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.set_inheritable(True)
+    if workers == 1:
+        uvicorn.Server(config).run(sockets=[sock])
+    else:
+        Multiprocess(config, sockets=[sock]).run()
+
+
 async def _generate(url: str, duration: float, connections: int, accounts: int, prefix: str) -> dict[str, Any]:
     """Fallback load generator (no wrk): ``connections`` keep-alive workers POSTing in a loop."""
     latencies: list[float] = []
@@ -219,6 +238,9 @@ async def _generate(url: str, duration: float, connections: int, accounts: int, 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:
+        serve(argv[1], int(argv[2]), int(argv[3]))
+        return None
     if argv[:1] == ["--generator"]:
         url, duration, connections, accounts, prefix = argv[1:6]
         print(json.dumps(asyncio.run(_generate(url, float(duration), int(connections), int(accounts), prefix))))

@@ -6,6 +6,7 @@ finish on the Guard they started with.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,9 +17,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admit.gate import Decision, Gate
 from .admit.headers import policy_header, ratelimit_headers
-from .admit.plan import BLOCK
+from .admit.plan import BLOCK, BLOCK_SUFFIX, account_prefix, cluster_prefix
+from .assess.effects import NONE as NO_EFFECTS
+from .assess.effects import Effects, effects_of
+from .assess.learning import Learning
+from .assess.risk import RiskEngine
+from .cluster.linker import Linker
 from .identify import Identifier, Identity, decode_headers
-from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive, with_content_length
+from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive
+from .inspect.rewrite import rewrite_request
 from .inspect.dialect import Dialect
 from .inspect.dialects import DIALECTS
 from .inspect.facts import RequestFacts
@@ -36,9 +43,19 @@ class Guard:
         storage: ResilientStorage,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        linker: Linker | None = None,
+        risk: RiskEngine | None = None,
     ) -> None:
         self.policy = policy
+        self.storage = storage
         self.gate = Gate(policy, storage)
+        self.linker = linker
+        self.risk = risk
+        self.learning = Learning(policy, linker, risk)
+        growth = policy.cluster_growth
+        self._growth = (growth.per_member, growth.max_factor)
+        self.max_held = policy.anomaly.max_delayed
+        self._held = 0
         self.identifier = Identifier(policy)
         self.metrics = metrics
         self.clock = clock
@@ -81,8 +98,6 @@ class Guard:
                 await send_error(send, dialect, 400, f"Request body is not a JSON object: {exc}", "invalid_json")
                 return
             facts = dialect.parse(parsed)
-            body, scope = self._rewrite(dialect, facts, body, scope)
-            receive = replay_receive(body, receive)
         decision = await self.decide(identity, facts, self.clock())
         self.decision_seconds.observe(time.perf_counter() - started)
         plan = decision.plan
@@ -93,6 +108,20 @@ class Guard:
         if not decision.admitted:
             await self._refuse(route, dialect, decision, extra, send)
             return
+        if facts is not None:
+            body, scope = rewrite_request(
+                dialect.name, facts, body, scope,
+                stream_usage=policy.stream_usage, cap=decision.output_cap, strip=decision.strip,
+            )
+            receive = replay_receive(body, receive)
+        if decision.delay and not await self._hold(decision):
+            self.gate.settle(decision, 0, self.clock())  # refused after all: refund the tokens
+            await send_error(
+                send, dialect, 429, "Too many requests are being held; retry later.", "rate_limit_exceeded",
+                headers=[(b"retry-after", str(max(1, round(decision.delay))).encode()), *extra],
+                extra={"rule": decision.rule, "reason": "throttled"},
+            )
+            return
         outcome = "shadow_deny" if decision.shadow_denied else (decision.degraded or "allow")
         self.metrics.decision(policy.name, route.name, outcome, decision.rule)
         if facts is not None:
@@ -101,7 +130,62 @@ class Guard:
 
     async def decide(self, identity: Identity, facts: RequestFacts | None, now: float) -> Decision:
         """identify is done; cluster, assess and admit. The live path and replay share it."""
-        return await self.gate.admit(identity, facts, now)
+        cluster, size = None, 1
+        if self.linker is not None:
+            signals = self.linker.signals(identity.headers, {}, identity.client_ip)
+            cluster, size = await self.linker.resolve(identity.account, signals, now)
+            if self.linker.merges:
+                await self._carry_usage(self.linker.take_merges(), identity.tier, now)
+        effects = NO_EFFECTS
+        risk = 0.0
+        if self.risk is not None:
+            assessment = self.risk.assess(identity.account, cluster, now)
+            risk = assessment.risk
+            effects = effects_of(assessment)
+            if effects is not NO_EFFECTS:
+                await self._apply(identity, facts, effects, now)
+        per_member, max_factor = self._growth
+        growth = min(max_factor, 1.0 + per_member * (size - 1)) if per_member else 1.0
+        decision = await self.gate.admit(
+            identity, facts, now, cluster, effects.factor, growth * effects.factor
+        )
+        decision.risk = risk
+        if effects is not NO_EFFECTS:
+            decision.actions = effects.applied
+            decision.output_cap = effects.cap
+            decision.strip = effects.strip
+            decision.delay = effects.delay
+            if effects.block or (decision.admitted and not decision.shadow_denied):
+                decision.rule = effects.rule if effects.applied else decision.rule
+        return decision
+
+    async def _apply(self, identity: Identity, facts: RequestFacts | None, effects: Effects, now: float) -> None:
+        if effects.block:
+            # A flag in storage, so every replica refuses the account for the duration.
+            await self.storage.primary.set_flag(account_prefix(identity.account) + BLOCK_SUFFIX, effects.block, now)
+        if effects.cap is not None and facts is not None:
+            ceiling = self.policy.tiers[identity.tier].max_output_tokens
+            facts.max_tokens = min(facts.max_tokens if facts.max_tokens is not None else ceiling, effects.cap)
+
+    async def _hold(self, decision: Decision) -> bool:
+        """The delay action: hold the request without blocking the loop, a bounded number at once."""
+        if self._held >= self.max_held:
+            return False
+        self._held += 1
+        try:
+            await asyncio.sleep(decision.delay)
+        finally:
+            self._held -= 1
+        return True
+
+    async def _carry_usage(self, merges: list[tuple[list[str], str]], tier: str, now: float) -> None:
+        """Merged clusters keep their usage: the absorbed clusters' windows add to the survivor's."""
+        specs = self.gate.planner.cluster_specs(tier)
+        for absorbed, survivor in merges:
+            for suffix, window in specs:
+                await self.storage.primary.merge_windows(
+                    [cluster_prefix(c) + suffix for c in absorbed], cluster_prefix(survivor) + suffix, window, now
+                )
 
     def complete(
         self,
@@ -111,23 +195,12 @@ class Guard:
         output_tokens: int,
         status: int,
         now: float,
+        defer: bool = False,
     ) -> None:
         """After the response (or what stood for it): settle, release, and learn from it."""
         self.gate.settle(decision, input_tokens + output_tokens, now)
-
-    def _rewrite(
-        self, dialect: Dialect, facts: RequestFacts, body: bytes, scope: Scope
-    ) -> tuple[bytes, Scope]:
-        """Request rewrites before forwarding; the body's length is fixed to match."""
-        data = facts.body
-        if data is None or not (self.policy.stream_usage and facts.stream and dialect.name == "openai-chat"):
-            return body, scope
-        options = data.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage") is True:
-            return body, scope
-        data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-        body = orjson.dumps(data)
-        return body, with_content_length(dict(scope), len(body))
+        if facts is not None and self.learning.active:
+            self.learning.learn(decision, facts, input_tokens, output_tokens, status, defer)
 
     async def _refuse(
         self, route: CompiledRoute, dialect: Dialect, decision: Decision, extra: list[tuple[bytes, bytes]], send: Send
@@ -212,7 +285,7 @@ class Guard:
             input_tokens = tally.input_tokens if tally.input_tokens is not None else decision.input_estimate
             output_tokens = reader.output_estimate(self.policy.chars_per_token, status)
             source = "estimate"
-        self.complete(decision, facts, input_tokens, output_tokens, status, self.clock())
+        self.complete(decision, facts, input_tokens, output_tokens, status, self.clock(), defer=True)
         if source != "none":
             self._route_metrics(route)[1 if source == "usage" else 2].inc(input_tokens + output_tokens)
 

@@ -13,6 +13,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .admin import PREFIX as ADMIN_PREFIX
 from .admin import AdminAPI
 from .errors import PolicyError
+from .assess.risk import RiskEngine
+from .cluster.linker import Linker
 from .guard import Guard
 from .metrics import Metrics, metrics_for
 from .policy.compiled import CompiledPolicy
@@ -64,7 +66,7 @@ class HydraGuard:
         backend = storage_from_uri(storage, sliding=compiled.sliding, timeout=compiled.storage.timeout)
         self.storage = ResilientStorage(backend, compiled.storage, self.metrics)
         self.clock = clock
-        self.guard = Guard(compiled, self.storage, self.metrics, clock)
+        self.guard = self._guard_for(compiled, None)
         self.admin = AdminAPI(self)
 
     @property
@@ -95,11 +97,29 @@ class HydraGuard:
             self.metrics.policy_reloads.labels("error").inc()
             log.error("hydraguard: policy reload failed, keeping %s:\n%s", self.policy.source, exc)
             raise
-        self.guard = Guard(compiled, self.storage, self.metrics, self.clock)
+        self.guard = self._guard_for(compiled, self.guard)
         self.metrics.policy_reloads.labels("ok").inc()
 
+    def _guard_for(self, policy: CompiledPolicy, previous: Guard | None) -> Guard:
+        """A Guard for ``policy``; linking and risk state carry over when their config is unchanged."""
+        linker = risk = None
+        if policy.clustering.enabled or policy.cluster_limits.windows or policy.cluster_limits.concurrency:
+            if previous is not None and previous.linker is not None and previous.policy.clustering == policy.clustering:
+                linker = previous.linker
+            else:
+                linker = Linker(policy.clustering, self.storage.primary)
+        if policy.anomaly.enabled:
+            if previous is not None and previous.risk is not None and previous.policy.anomaly == policy.anomaly:
+                risk = previous.risk
+            else:
+                risk = RiskEngine(policy.anomaly, mode="shadow" if policy.shadow else None)
+        return Guard(policy, self.storage, self.metrics, self.clock, linker=linker, risk=risk)
+
     async def drain(self) -> None:
-        """Wait for background settlements (tests, graceful shutdown)."""
+        """Wait for background settlements and learning (tests, graceful shutdown)."""
+        self.guard.learning.flush()
+        if self.guard.linker is not None:
+            await self.guard.linker.drain()
         await self.storage.primary.drain()
 
     async def aclose(self) -> None:

@@ -38,6 +38,9 @@ class Decision:
     risk: float = 0.0  # the account's effective risk score at decision time, 0..1
     actions: tuple[str, ...] = ()  # actions applied besides plain admission (cap_max_tokens, ...)
     output_cap: int | None = None  # max_tokens cap applied to the request, if any
+    ts: float = 0.0  # when it was decided (arrival)
+    strip: tuple[str, ...] = ()  # request parameters an anomaly rule removes
+    delay: float = 0.0  # seconds an anomaly rule holds the request
 
     def reserved(self, index: int) -> bool:
         """Was check ``index`` actually charged? (shadow checks are not when they refused)."""
@@ -64,9 +67,19 @@ class Gate:
         allowance = facts.max_tokens if facts.max_tokens is not None else policy.tiers[tier].max_output_tokens
         return estimate, allowance * facts.n
 
-    async def admit(self, identity: Identity, facts: RequestFacts | None, now: float) -> Decision:
+    async def admit(
+        self,
+        identity: Identity,
+        facts: RequestFacts | None,
+        now: float,
+        cluster: str | None = None,
+        account_factor: float = 1.0,
+        cluster_factor: float = 1.0,
+    ) -> Decision:
         estimate, allowance = self.tokens_needed(facts, identity.tier)
-        plan = self.planner.plan(identity.account, identity.tier, estimate + allowance)
+        plan = self.planner.plan(
+            identity.account, identity.tier, estimate + allowance, cluster, account_factor, cluster_factor
+        )
         lease_id = self._lease_prefix + str(next(self._lease_counter))
         outcome = await self.storage.acquire(plan.checks, now, lease_id, self.lease_ttl)
         verdict = outcome.verdict
@@ -102,6 +115,8 @@ class Gate:
             rule=rule,
             retry_after=ceil_seconds(wait) if wait > 0 else (1 if not verdict.admitted else 0),
             too_large=too_large,
+            cluster=cluster,
+            ts=now,
         )
 
     def settle(self, decision: Decision, used_tokens: int, now: float) -> None:

@@ -44,11 +44,14 @@ class Layout:
     """The static part of a plan for one tier: built once per policy, shared by requests."""
 
     limits: tuple[Limit, ...]
-    kinds: tuple[str, ...]  # "requests" | "tokens" | "concurrency", per check
+    kinds: tuple[str, ...]  # "block" | "requests" | "tokens" | "concurrency", per check
     token_checks: tuple[int, ...]  # settled after the response
     lease_checks: tuple[int, ...]  # released after the response
-    # per check: (is_account_scoped, key suffix, amount, window, is_tokens, shadow)
-    specs: tuple[tuple[bool, str, int, int, bool, bool], ...]
+    # per check: (scope, key suffix, amount, window, is_tokens, shadow)
+    specs: tuple[tuple[int, str, int, int, bool, bool], ...]
+
+
+ACCOUNT, CLUSTER, GLOBAL = 0, 1, 2  # who a limit belongs to, in a Layout's specs
 
 
 @dataclass(slots=True)
@@ -69,29 +72,26 @@ class Plan:
         return self.layout.lease_checks
 
 
-def _layout(groups: list[tuple[bool, LimitGroup]]) -> Layout:
+def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
     limits: list[Limit] = [BLOCK]
     kinds: list[str] = ["block"]
-    specs: list[tuple[bool, str, int, int, bool, bool]] = [(True, BLOCK_SUFFIX, 1, -1, False, False)]
-    used: set[tuple[bool, str]] = set()
-    for account_scoped, group in groups:
+    specs: list[tuple[int, str, int, int, bool, bool]] = [(ACCOUNT, BLOCK_SUFFIX, 1, -1, False, False)]
+    used: set[tuple[int, str]] = set()
+    for scope, group in groups:
         for window in group.windows:
             limits.append(window)
             kinds.append(window.kind)
             suffix = f":{window.kind[0]}{window.window}"
-            if (account_scoped, suffix) in used:
+            if (scope, suffix) in used:
                 # Two rules over the same window (e.g. a tighter one tried in shadow) need
                 # their own counters, or each request would be counted once per rule.
                 suffix += f"~{window.amount}"
-            used.add((account_scoped, suffix))
-            specs.append(
-                (account_scoped, suffix, window.amount, window.window,
-                 window.kind == "tokens", window.shadow)
-            )
+            used.add((scope, suffix))
+            specs.append((scope, suffix, window.amount, window.window, window.kind == "tokens", window.shadow))
         if group.concurrency is not None:
             limits.append(group.concurrency)
             kinds.append("concurrency")
-            specs.append((account_scoped, ":c", group.concurrency.amount, 0, False, group.concurrency.shadow))
+            specs.append((scope, ":c", group.concurrency.amount, 0, False, group.concurrency.shadow))
     return Layout(
         limits=tuple(limits),
         kinds=tuple(kinds),
@@ -101,20 +101,52 @@ def _layout(groups: list[tuple[bool, LimitGroup]]) -> Layout:
     )
 
 
+def cluster_prefix(cluster: str) -> str:
+    return KEY_PREFIX + subject_tag("c", cluster)
+
+
 class Planner:
     def __init__(self, policy: CompiledPolicy) -> None:
         self.layouts = {
-            name: _layout([(True, tier.limits), (False, policy.global_limits)])
+            name: _layout([(ACCOUNT, tier.limits), (CLUSTER, policy.cluster_limits), (GLOBAL, policy.global_limits)])
             for name, tier in policy.tiers.items()
         }
+        self.has_cluster_limits = bool(policy.cluster_limits.windows or policy.cluster_limits.concurrency)
         self.global_prefix = KEY_PREFIX + "{g}"
 
-    def plan(self, account: str, tier: str, tokens: int) -> Plan:
+    def cluster_specs(self, tier: str) -> list[tuple[str, int]]:
+        """(key suffix, window) of the cluster's window counters: what a merge carries over."""
+        return [(suffix, window) for scope, suffix, _, window, _, _ in self.layouts[tier].specs
+                if scope == CLUSTER and window > 0]
+
+    def plan(
+        self,
+        account: str,
+        tier: str,
+        tokens: int,
+        cluster: str | None = None,
+        account_factor: float = 1.0,
+        cluster_factor: float = 1.0,
+    ) -> Plan:
+        """The checks of one request. ``account_factor`` scales the account's limits (an
+        anomaly throttle), ``cluster_factor`` the cluster's (growth with membership x throttle)."""
         layout = self.layouts[tier]
-        own = account_prefix(account)
-        shared = self.global_prefix
-        checks = [
-            Check((own if scoped else shared) + suffix, amount, window, tokens if is_tokens else 1, shadow)
-            for scoped, suffix, amount, window, is_tokens, shadow in layout.specs
-        ]
+        prefixes = (account_prefix(account), cluster_prefix(cluster or account), self.global_prefix)
+        if account_factor == 1.0 and cluster_factor == 1.0:
+            checks = [
+                Check(prefixes[scope] + suffix, amount, window, tokens if is_tokens else 1, shadow)
+                for scope, suffix, amount, window, is_tokens, shadow in layout.specs
+            ]
+        else:
+            factors = (account_factor, cluster_factor, 1.0)
+            checks = [
+                Check(
+                    prefixes[scope] + suffix,
+                    amount if window < 0 else max(1, int(amount * factors[scope])),
+                    window,
+                    tokens if is_tokens else 1,
+                    shadow,
+                )
+                for scope, suffix, amount, window, is_tokens, shadow in layout.specs
+            ]
         return Plan(layout, checks)

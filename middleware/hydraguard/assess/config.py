@@ -210,6 +210,8 @@ class AnomalyConfig(_Model):
         100_000  # per level (accounts, clusters), LRU beyond
     )
     lexicon_extra: tuple[str, ...] = ()
+    # At most this many requests held by delay actions at once (per process); more are refused.
+    max_delayed: Annotated[int, Field(ge=1)] = 1000
     detectors: Detectors = Detectors()
     risk: Risk = Risk()
     rules: tuple[Rule, ...] = DEFAULT_RULES

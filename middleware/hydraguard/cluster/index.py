@@ -91,6 +91,11 @@ class ClusterIndex:
                     self._observe_value(a, s, value, ts)
         return self._cid(self.uf.find(a))
 
+    def observe_sized(self, account: str, signals: dict[str, tuple[str, ...]], ts: float) -> tuple[str, int]:
+        """Like observe, and the cluster's size (for limits that grow with membership)."""
+        cid = self.observe(account, signals, ts)
+        return cid, self.uf.size[self.uf.find(self._accounts[account])]
+
     def cluster_of(self, account: str) -> str:
         a = self._accounts.get(account)
         return cluster_id(account) if a is None else self._cid(self.uf.find(a))

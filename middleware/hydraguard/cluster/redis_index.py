@@ -71,15 +71,21 @@ class RedisClusterIndex:
 
     async def observe(self, account: str, signals: dict[str, tuple[str, ...]], ts: float) -> str:
         """Record the account's signal values; returns its (possibly new) cluster id."""
+        return (await self.observe_sized(account, signals, ts))[0]
+
+    async def observe_sized(
+        self, account: str, signals: dict[str, tuple[str, ...]], ts: float
+    ) -> tuple[str, int]:
+        """Like observe, and the cluster's size (for limits that grow with membership)."""
         args = [account, repr(ts), repr(self._threshold)]
         if self.config.enabled:
             for name, values in signals.items():
                 weight, fanout, strong = self._args[name]
                 for value in values:
                     args += (name, value, weight, fanout, strong)
-        cid, merges = await self._call("observe", *args)
+        cid, merges, size = await self._call("observe", *args)
         self._report_merges(merges)
-        return _text(cid)
+        return _text(cid), int(size)
 
     async def cluster_of(self, account: str) -> str:
         return _text(await self._call("find", account))

@@ -243,7 +243,8 @@ if OP == 'observe' then
     observe_value(a, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),
                   ARGV[i + 4] == '1', ts, thr)
   end
-  return {cid(find(a)), merges}
+  local root = find(a)
+  return {cid(root), merges, size(root)}
 elseif OP == 'find' then
   if redis.call('HEXISTS', ORD, ARGV[3]) == 0 then return cid(ARGV[3]) end
   return cid(find(ARGV[3]))

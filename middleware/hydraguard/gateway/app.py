@@ -22,7 +22,6 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from ..errors import PolicyError
-from ..inspect.dialects import dialect_for_path
 from ..middleware import HydraGuard
 from ..policy.loader import default_policy_path
 from .mock import create_mock_app
@@ -42,17 +41,11 @@ class GatewayConfig:
     watch_policy: bool = True
 
 
-def dialect_error(path: str, status: int, message: str) -> Response:
-    """Upstream failures (502/504) in the error envelope of the route's dialect."""
-    content_type, body = dialect_for_path(path).error_body(status, message, "upstream_error", {})
-    return Response(body, status_code=status, media_type=content_type.decode())
-
-
 def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = None) -> Starlette:
     proxy: UpstreamProxy | None = None
     upstream: ASGIApp
     if config.upstream:
-        proxy = UpstreamProxy(config.upstream, error_response=dialect_error)
+        proxy = UpstreamProxy(config.upstream)  # 502/504 in the route's dialect envelope
         upstream = proxy
     else:
         upstream = create_mock_app(latency=config.mock_latency)

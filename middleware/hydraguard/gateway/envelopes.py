@@ -1,67 +1,37 @@
-"""Error bodies in the shape each API's clients expect, and the gateway's default picker.
-
-The dialect module will own envelopes for the middleware; the gateway keeps its own
-small set so the proxy and the mock work on their own, and the proxy takes the picker
-as an injectable callable so the lead can swap in the dialect's builder.
-"""
+"""Error responses for the gateway and the mock model, in the shape each API's clients
+expect — built by the same dialect code the middleware answers with."""
 
 from __future__ import annotations
 
-from http import HTTPStatus
+from typing import Any
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-# Anthropic's documented error types per status; anything else 5xx is "api_error".
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
-_OPENAI_SUFFIXES = ("/v1/chat/completions", "/v1/completions")
-_ANTHROPIC_SUFFIXES = ("/v1/messages",)
+from ..inspect.dialects import DIALECTS, dialect_for_path
 
 
-def openai_error(status: int, message: str, *, param: str | None = None) -> JSONResponse:
+def _response(dialect: str, status: int, message: str, extra: dict[str, Any]) -> Response:
+    content_type, body = DIALECTS[dialect].error_body(status, message, None, extra)
+    return Response(body, status_code=status, media_type=content_type.decode())
+
+
+def openai_error(status: int, message: str, *, param: str | None = None) -> Response:
     """OpenAI's envelope: ``{"error": {"message", "type", "param", "code"}}``."""
-    if status == 429:
-        error_type = "rate_limit_error"
-    elif status >= 500:
-        error_type = "server_error"
-    else:
-        error_type = "invalid_request_error"
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": None}}
-    return JSONResponse(body, status_code=status)
+    return _response("openai-chat", status, message, {"param": param})
 
 
-def anthropic_error(status: int, message: str) -> JSONResponse:
+def anthropic_error(status: int, message: str) -> Response:
     """Anthropic's envelope: ``{"type": "error", "error": {"type", "message"}}``."""
-    fallback = "api_error" if status >= 500 else "invalid_request_error"
-    error_type = _ANTHROPIC_TYPES.get(status, fallback)
-    body = {"type": "error", "error": {"type": error_type, "message": message}}
-    return JSONResponse(body, status_code=status)
+    return _response("anthropic-messages", status, message, {})
 
 
-def problem(status: int, message: str) -> JSONResponse:
+def problem(status: int, message: str) -> Response:
     """RFC 9457 problem details, for routes that speak neither model API."""
-    try:
-        title = HTTPStatus(status).phrase
-    except ValueError:
-        title = "Error"
-    body = {"type": "about:blank", "title": title, "status": status, "detail": message}
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    return _response("generic", status, message, {})
 
 
 def default_error_response(path: str, status: int, message: str) -> Response:
     """Pick the envelope by the request path's API route."""
-    route = path.split("?", 1)[0].rstrip("/")
-    if route.endswith(_ANTHROPIC_SUFFIXES):
-        return anthropic_error(status, message)
-    if route.endswith(_OPENAI_SUFFIXES):
-        return openai_error(status, message)
-    return problem(status, message)
+    dialect = dialect_for_path(path.split("?", 1)[0].rstrip("/"))
+    content_type, body = dialect.error_body(status, message, None, {})
+    return Response(body, status_code=status, media_type=content_type.decode())

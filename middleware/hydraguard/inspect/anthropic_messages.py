@@ -8,13 +8,16 @@ from typing import Any
 from .dialect import Dialect, StreamTally
 from .facts import RequestFacts, as_int, text_of
 
+# Anthropic's documented error types per status; else 4xx invalid_request_error, 5xx api_error.
 _ERROR_TYPES = {
-    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
-    502: "api_error",
     503: "overloaded_error",
-    504: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 
 
@@ -53,8 +56,14 @@ class AnthropicMessages(Dialect):
             model=body.get("model") if isinstance(body.get("model"), str) else None,
         )
 
-    def error_body(self, status: int, message: str, code: str, extra: dict[str, Any]) -> tuple[bytes, bytes]:
-        error = {"type": _ERROR_TYPES.get(status, "api_error"), "message": message, "code": code, **extra}
+    def error_body(
+        self, status: int, message: str, code: str | None, extra: dict[str, Any]
+    ) -> tuple[bytes, bytes]:
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        error: dict[str, Any] = {"type": _ERROR_TYPES.get(status, fallback), "message": message}
+        if code:
+            error["code"] = code
+        error.update(extra)
         return b"application/json", json.dumps({"type": "error", "error": error}).encode()
 
     def usage(self, body: Any) -> tuple[int, int] | None:

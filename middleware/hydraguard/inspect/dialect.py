@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 from .facts import RequestFacts
@@ -15,11 +16,17 @@ class Dialect:
     def parse(self, body: dict[str, Any]) -> RequestFacts:
         return RequestFacts(body=body)
 
-    def error_body(self, status: int, message: str, code: str, extra: dict[str, Any]) -> tuple[bytes, bytes]:
+    def error_body(
+        self, status: int, message: str, code: str | None, extra: dict[str, Any]
+    ) -> tuple[bytes, bytes]:
         """(content-type, body) of an error in this dialect. Generic: RFC 9457 problem details."""
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "Error"
         problem = {
-            "type": f"urn:hydraguard:{code}",
-            "title": _TITLES.get(status, "Error"),
+            "type": f"urn:hydraguard:{code}" if code else "about:blank",
+            "title": title,
             "status": status,
             "detail": message,
             **extra,
@@ -46,11 +53,3 @@ class StreamTally:
         self.deltas = 0
 
 
-_TITLES = {
-    400: "Bad Request",
-    413: "Content Too Large",
-    429: "Too Many Requests",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}

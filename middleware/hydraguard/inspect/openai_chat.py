@@ -8,14 +8,7 @@ from typing import Any
 from .dialect import Dialect, StreamTally
 from .facts import RequestFacts, as_int, text_of
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    502: "api_error",
-    503: "api_error",
-    504: "timeout",
-}
+_ERROR_TYPES = {429: "rate_limit_error"}  # else 4xx: invalid_request_error, 5xx: server_error
 
 
 class OpenAIChat(Dialect):
@@ -50,10 +43,13 @@ class OpenAIChat(Dialect):
             model=body.get("model") if isinstance(body.get("model"), str) else None,
         )
 
-    def error_body(self, status: int, message: str, code: str, extra: dict[str, Any]) -> tuple[bytes, bytes]:
+    def error_body(
+        self, status: int, message: str, code: str | None, extra: dict[str, Any]
+    ) -> tuple[bytes, bytes]:
+        fallback = "server_error" if status >= 500 else "invalid_request_error"
         error = {
             "message": message,
-            "type": _ERROR_TYPES.get(status, "api_error"),
+            "type": _ERROR_TYPES.get(status, fallback),
             "param": None,
             "code": code,
             **extra,

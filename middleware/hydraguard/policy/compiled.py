@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from limits import parse_many
 
+from ..assess.config import AnomalyConfig
+from ..cluster.config import ClusteringConfig
 from . import schema
 
 Scope = str  # "account" | "global" (and "cluster" once clusters land)
@@ -80,6 +82,10 @@ class CompiledPolicy:
     tiers: dict[str, CompiledTier]
     default_tier: str
     global_limits: LimitGroup
+    cluster_limits: LimitGroup
+    cluster_growth: schema.Growth
+    clustering: ClusteringConfig
+    anomaly: AnomalyConfig
     body_max_bytes: int
     chars_per_token: float
     tokens_per_message: int
@@ -133,6 +139,7 @@ def compile_policy(policy: schema.Policy, source: str = "<policy>") -> CompiledP
         for name, tier in policy.tiers.items()
     }
     global_limits = _limit_group(policy.global_, "global", "global", shadow)
+    cluster_limits = _limit_group(policy.clusters, "cluster", "cluster", shadow)
     exact: dict[str, CompiledRoute] = {}
     prefixes: list[tuple[str, CompiledRoute]] = []
     for route in policy.routes:
@@ -147,7 +154,7 @@ def compile_policy(policy: schema.Policy, source: str = "<policy>") -> CompiledP
     )
     rules = tuple(
         limit.rule
-        for group in (*(t.limits for t in tiers.values()), global_limits)
+        for group in (*(t.limits for t in tiers.values()), cluster_limits, global_limits)
         for limit in (*group.windows, *([group.concurrency] if group.concurrency else []))
     )
     return CompiledPolicy(
@@ -163,6 +170,10 @@ def compile_policy(policy: schema.Policy, source: str = "<policy>") -> CompiledP
         tiers=tiers,
         default_tier=policy.identity.tier.default,
         global_limits=global_limits,
+        cluster_limits=cluster_limits,
+        cluster_growth=policy.clusters.growth,
+        clustering=policy.clustering,
+        anomaly=policy.anomaly,
         body_max_bytes=policy.body.max_bytes,
         chars_per_token=policy.tokens.chars_per_token,
         tokens_per_message=policy.tokens.per_message,

@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 from limits import parse_many
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..assess.config import AnomalyConfig
+from ..cluster.config import ClusteringConfig
+
 Mode = Literal["enforce", "shadow"]
 Dialect = Literal["openai-chat", "anthropic-messages", "generic"]
 
@@ -65,6 +68,17 @@ class LimitSet(Strict):
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str | dict) else value
+
+
+class Growth(Strict):
+    """Cluster limits grow with membership: amount x min(max_factor, 1 + per_member x (size - 1))."""
+
+    per_member: Annotated[float, Field(ge=0)] = 0.0
+    max_factor: Annotated[float, Field(ge=1)] = 1.0
+
+
+class ClusterLimits(LimitSet):
+    growth: Growth = Growth()
 
 
 class Tier(LimitSet):
@@ -178,6 +192,10 @@ class Policy(Strict):
     tokens: Tokens = Tokens()
     tiers: dict[str, Tier] = {"default": Tier()}
     global_: LimitSet = Field(default=LimitSet(), alias="global")
+    # Absent sections are off: linking, cluster limits and anomaly rules apply only when named.
+    clustering: ClusteringConfig = ClusteringConfig(enabled=False)
+    clusters: ClusterLimits = ClusterLimits()
+    anomaly: AnomalyConfig = AnomalyConfig(enabled=False)
     storage: Storage = Storage()
     admin: Admin = Admin()
 

@@ -102,6 +102,11 @@ class Storage(ABC):
         elsewhere during an outage or two clusters' usage when they merge."""
         raise NotImplementedError
 
+    async def merge_windows(self, sources: Sequence[str], target: str, window: int, now: float) -> None:
+        """Add the current and previous window counts of ``sources`` to ``target``
+        (clusters merging: their usage adds up, it never resets)."""
+        raise NotImplementedError
+
     async def drain(self) -> None:
         """Wait until background settlements have been applied."""
 

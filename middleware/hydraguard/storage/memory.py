@@ -144,6 +144,17 @@ class MemoryStorage(Storage):
             del self._leases[key]
         return len(doomed) + len(doomed_leases)
 
+    async def merge_windows(self, sources: Sequence[str], target: str, window: int, now: float) -> None:
+        window_id = int(now // window)
+        self._counts(target, window_id, window)
+        into = self._windows[target]
+        for key in sources:
+            if key == target or key not in self._windows:
+                continue
+            current, previous = self._counts(key, window_id, window)
+            into[1] += current
+            into[2] += previous
+
     async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
         for key, window, window_id, amount in entries:
             entry = self._windows.get(key)

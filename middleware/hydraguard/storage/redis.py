@@ -176,6 +176,22 @@ class RedisStorage(Storage):
             out.append(previous * weight + current)
         return out
 
+    async def merge_windows(self, sources: Sequence[str], target: str, window: int, now: float) -> None:
+        window_id = int(now // window)
+        sources = [key for key in sources if key != target]
+        if not sources:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in sources:
+                pipe.get(f"{key}:{window_id}")
+                pipe.get(f"{key}:{window_id - 1}")
+            counts = await pipe.execute()
+        current = sum(int(v or 0) for v in counts[0::2])
+        previous = sum(int(v or 0) for v in counts[1::2])
+        await self.add_usage(
+            [(target, window, window_id, current), (target, window, window_id - 1, previous)]
+        )
+
     async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for key, window, window_id, amount in entries:

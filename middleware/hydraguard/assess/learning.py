@@ -1,0 +1,98 @@
+"""What hydraguard learns after a response: the prompt's template (a linking signal)
+and the detector features behind the risk score.
+
+Fingerprinting a prompt and updating eight detectors costs more than a decision, so on
+the live path it runs after the response has been sent, batched on the event loop
+(``defer``); replay runs it inline so a backtest is deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..inspect.template import band_keys, fingerprint
+from .events import RequestEvent
+
+if TYPE_CHECKING:
+    from ..admit.gate import Decision
+    from ..cluster.linker import Linker
+    from ..inspect.facts import RequestFacts
+    from ..policy.compiled import CompiledPolicy
+    from .risk import RiskEngine
+
+_BATCH = 256  # lessons handled per loop turn, so a backlog never starves requests
+
+
+class Learning:
+    def __init__(self, policy: CompiledPolicy, linker: Linker | None, risk: RiskEngine | None) -> None:
+        self.policy = policy
+        self.linker = linker
+        self.risk = risk
+        self.bands = 0
+        if linker is not None and policy.clustering.enabled:
+            for spec in policy.clustering.signals.values():
+                if spec.template is not None:
+                    self.bands = spec.template.bands
+        self.active = risk is not None or self.bands > 0
+        self._queue: list[tuple[Any, ...]] = []
+        self._scheduled = False
+
+    def learn(
+        self, decision: Decision, facts: RequestFacts, input_tokens: int, output_tokens: int, status: int, defer: bool
+    ) -> None:
+        lesson = (decision, facts, input_tokens, output_tokens, status)
+        if not defer:
+            self._learn(*lesson)
+            return
+        self._queue.append(lesson)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
+        for lesson in batch:
+            self._learn(*lesson)
+        if self._queue:
+            asyncio.get_running_loop().call_soon(self._drain)
+        else:
+            self._scheduled = False
+
+    def flush(self) -> None:
+        """Learn everything queued now (tests, shutdown)."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            for lesson in batch:
+                self._learn(*lesson)
+
+    def _learn(
+        self, decision: Decision, facts: RequestFacts, input_tokens: int, output_tokens: int, status: int
+    ) -> None:
+        account = decision.identity.account
+        template = fingerprint(facts.prompt)
+        if self.bands and self.linker is not None:
+            signals = self.linker.signals({}, {}, None, band_keys(template, self.bands))
+            self.linker.learn(account, signals, decision.ts)
+        if self.risk is not None:
+            tier = decision.identity.tier
+            self.risk.observe(
+                RequestEvent(
+                    ts=decision.ts,
+                    account=account,
+                    cluster=decision.cluster,
+                    prompt=facts.prompt,
+                    template=template,
+                    max_tokens=facts.max_tokens,
+                    max_tokens_ceiling=self.policy.tiers[tier].max_output_tokens,
+                    n=facts.n,
+                    logprobs=facts.logprobs,
+                    top_logprobs=facts.top_logprobs,
+                    logit_bias=facts.logit_bias,
+                    temperature=facts.temperature,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    status=status,
+                    tier=tier,
+                )
+            )

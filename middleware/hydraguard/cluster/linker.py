@@ -1,0 +1,106 @@
+"""The cluster step of a request: account -> (cluster id, size), and what linking changes.
+
+Memory storage links in-process (no I/O). Redis storage links in a server-side script
+shared by every replica; to keep a decision at one round trip, an account seen before
+in this process is decided on the mapping as last read from Redis while the new
+evidence is linked in the background (so a replica learns a merge one request late);
+an account new to this process is linked first, so its first request already counts
+against its cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from ..storage.base import Storage
+from .config import ClusteringConfig
+from .index import ClusterIndex
+from .model import cluster_id
+from .signals import SignalExtractor
+
+log = logging.getLogger("hydraguard.cluster")
+_CACHE = 200_000  # accounts whose mapping a Redis-backed process remembers
+
+
+class Linker:
+    def __init__(self, config: ClusteringConfig, storage: Storage) -> None:
+        self.config = config
+        self.extractor = SignalExtractor(config)
+        self.merges: list[tuple[list[str], str]] = []  # (absorbed cluster ids, surviving id)
+        self.shared = storage.shared
+        self.index: Any
+        if self.shared:
+            from .redis_index import RedisClusterIndex
+
+            self.index = RedisClusterIndex(storage.client, config, on_merge=self._merged)  # type: ignore[attr-defined]
+        else:
+            self.index = ClusterIndex(config, on_merge=self._merged)
+        self._known: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def _merged(self, absorbed: list[str], survivor: str) -> None:
+        self.merges.append((list(absorbed), survivor))
+
+    def take_merges(self) -> list[tuple[list[str], str]]:
+        merges, self.merges = self.merges, []
+        return merges
+
+    def signals(self, headers: dict[str, str], state: dict[str, Any], client_ip: str | None,
+                template_bands: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
+        return self.extractor.extract(headers, state, client_ip, template_bands)
+
+    async def resolve(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> tuple[str, int]:
+        if not self.shared:
+            return self.index.observe_sized(account, signals, now)  # type: ignore[no-any-return]
+        known = self._known.get(account)
+        if known is None:
+            known = await self.index.observe_sized(account, signals, now)
+            self._remember(account, known)
+            return known
+        self._known.move_to_end(account)
+        self._background(account, signals, now)
+        return known
+
+    def learn(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> None:
+        """Evidence known only after the response (the prompt's template): off the critical path."""
+        if not signals:
+            return
+        if not self.shared:
+            self.index.observe(account, signals, now)
+        else:
+            self._background(account, signals, now)
+
+    def _background(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> None:
+        async def link() -> None:
+            try:
+                self._remember(account, await self.index.observe_sized(account, signals, now))
+            except Exception as exc:  # linking is best effort; the decision already happened
+                log.warning("hydraguard: linking %s failed: %s", "an account", exc)
+
+        task = asyncio.get_running_loop().create_task(link())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _remember(self, account: str, mapping: tuple[str, int]) -> None:
+        self._known[account] = mapping
+        if len(self._known) > _CACHE:
+            self._known.popitem(last=False)
+
+    def forget(self, *accounts: str) -> None:
+        """Operator links/unlinks change mappings: drop what this process remembers."""
+        for account in accounts:
+            self._known.pop(account, None)
+        if not accounts:
+            self._known.clear()
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def singleton_cluster(account: str) -> str:
+    return cluster_id(account)

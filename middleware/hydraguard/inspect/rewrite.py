@@ -1,0 +1,47 @@
+"""Rewrite a request body before it is forwarded; the content-length is fixed to match."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .body import with_content_length
+from .facts import RequestFacts
+
+
+def rewrite_request(
+    dialect: str,
+    facts: RequestFacts,
+    body: bytes,
+    scope: dict[str, Any],
+    *,
+    stream_usage: bool,
+    cap: int | None = None,
+    strip: tuple[str, ...] = (),
+) -> tuple[bytes, dict[str, Any]]:
+    data = facts.body
+    if data is None:
+        return body, scope
+    changed = False
+    if stream_usage and facts.stream and dialect == "openai-chat":
+        options = data.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            # Ask for the final usage chunk so a stream is settled from real usage.
+            data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            changed = True
+    if cap is not None:
+        keys = [k for k in ("max_completion_tokens", "max_tokens") if k in data] or ["max_tokens"]
+        for key in keys:
+            value = data.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value > cap:
+                data[key] = cap
+                changed = True
+    for name in strip:
+        if name in data:
+            del data[name]
+            changed = True
+    if not changed:
+        return body, scope
+    body = orjson.dumps(data)
+    return body, with_content_length(scope, len(body))

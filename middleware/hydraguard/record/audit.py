@@ -1,0 +1,224 @@
+"""The audit log: one traffic-log line per request (DESIGN.md), written off the request path.
+
+The request path only encodes the line (orjson, microseconds) and puts it on a bounded
+queue; a stdlib ``QueueListener`` thread hands it to a ``RotatingFileHandler``, which
+rotates by size and writes each line with one ``write`` call followed by a flush, so
+a reader never sees half a line. When the queue is full the line is dropped and
+counted: a slow disk must not grow memory or stall the event loop.
+
+Request bodies larger than ``body_cap`` bytes (as JSON) are replaced by a marker
+object: the body's top-level fields that fit within the cap, in order (large ones
+such as ``messages`` are left out), plus ``"_hydraguard_truncated": {"bytes": N,
+"dropped": [field names]}``. Replay still sees ``model``, ``max_tokens``, ``logprobs``
+and the like, but not the prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import queue
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..identify import Identity
+
+TRUNCATED = "_hydraguard_truncated"
+
+# The context headers of DESIGN.md, plus the user agent (a weak linking signal).
+CONTEXT_HEADERS = (
+    "x-account-id",
+    "x-account-tier",
+    "x-org-id",
+    "x-payment-fingerprint",
+    "x-device-fingerprint",
+    "x-ja4",
+    "user-agent",
+)
+# Credentials: never written, even when a policy names them as context headers.
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
+
+log = logging.getLogger("hydraguard.audit")
+
+
+class AuditConfig(BaseModel):
+    """The policy's ``audit:`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    path: str = "hydraguard-audit.jsonl"
+    max_bytes: Annotated[int, Field(ge=4096)] = 100 * 1024 * 1024  # rotate at this size
+    backups: Annotated[int, Field(ge=0)] = 5  # rotated files kept: path.1 ... path.N
+    body_cap: Annotated[int, Field(ge=0)] = 64 * 1024  # larger bodies become a marker
+    headers: tuple[str, ...] = CONTEXT_HEADERS  # request headers kept (lower-cased)
+    queue_size: Annotated[int, Field(ge=1)] = 10_000  # lines waiting for the disk
+
+    @model_validator(mode="after")
+    def _cap_fits(self) -> AuditConfig:
+        if self.body_cap >= self.max_bytes:
+            raise ValueError("body_cap must be smaller than max_bytes")
+        return self
+
+
+def audit_record(
+    identity: Identity,
+    method: str,
+    path: str,
+    body: Any,
+    status: int | None,
+    usage: tuple[int, int] | Mapping[str, int] | None,
+    ts: float,
+    headers: Iterable[str] = CONTEXT_HEADERS,
+) -> dict[str, Any]:
+    """One traffic-log record. ``identity.account`` is already resolved (an API key only
+    ever appears hashed); only the named context headers are kept, never credentials."""
+    if isinstance(usage, tuple):
+        usage = {"input_tokens": usage[0], "output_tokens": usage[1]}
+    seen = identity.headers
+    kept = {
+        name: seen[name]
+        for name in (h.lower() for h in headers)
+        if name in seen and name not in SECRET_HEADERS
+    }
+    return {
+        "ts": round(ts, 3),
+        "account": identity.account,
+        "ip": identity.client_ip,
+        "headers": kept,
+        "method": method,
+        "path": path,
+        "body": body,
+        "status": status,
+        "usage": dict(usage) if usage is not None else None,
+    }
+
+
+def cap_body(body: Any, encoded: bytes, body_cap: int) -> dict[str, Any]:
+    """The truncation marker for a body whose JSON (``encoded``) exceeds ``body_cap``."""
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    room = body_cap - 100  # leave room for the marker itself
+    for key, value in body.items() if isinstance(body, dict) else ():
+        size = len(orjson.dumps(value)) + len(key) + 4
+        if size <= room:
+            kept[key] = value
+            room -= size
+        else:
+            dropped.append(str(key))
+    kept[TRUNCATED] = {"bytes": len(encoded), "dropped": dropped}
+    return kept
+
+
+def encode_line(record: Mapping[str, Any], body_cap: int) -> bytes:
+    """The record as one JSON line (no newline), its body capped."""
+    body = record.get("body")
+    if body is None:
+        return orjson.dumps(record)
+    encoded = orjson.dumps(body)
+    if len(encoded) > body_cap:
+        return orjson.dumps({**record, "body": cap_body(body, encoded, body_cap)})
+    # Splice the already encoded body in rather than encode it a second time.
+    head = orjson.dumps({k: v for k, v in record.items() if k != "body"})
+    return head[:-1] + b',"body":' + encoded + b"}"
+
+
+class _Rotating(logging.handlers.RotatingFileHandler):
+    """Counts write errors (disk full, permissions) instead of printing tracebacks."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int, on_error: Callable[[], None]) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True)
+        self.on_error = on_error
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (stdlib name)
+        self.on_error()
+
+
+class _Listener(logging.handlers.QueueListener):
+    """Lines travel as str; the writer thread wraps each in a LogRecord, off the request path."""
+
+    def prepare(self, record: Any) -> logging.LogRecord:
+        return logging.LogRecord("hydraguard.audit", logging.INFO, "", 0, record, None, None)
+
+    def enqueue_sentinel(self) -> None:
+        self.queue.put(self._sentinel)  # type: ignore[attr-defined]  # wait for room: never lose the stop
+
+
+class AuditLog:
+    """``AuditLog(path).write(record)`` from the event loop; ``close()`` flushes and stops.
+
+    Also usable as a context manager. ``dropped`` counts lines lost to a full queue,
+    ``errors`` lines the file refused; ``on_drop`` (e.g. a Prometheus counter's
+    ``inc``) is called for each dropped line.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int = AuditConfig.model_fields["max_bytes"].default,
+        backups: int = AuditConfig.model_fields["backups"].default,
+        body_cap: int = AuditConfig.model_fields["body_cap"].default,
+        queue_size: int = AuditConfig.model_fields["queue_size"].default,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.body_cap = body_cap
+        self.dropped = 0
+        self.errors = 0
+        self.on_drop = on_drop
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
+        self._handler = _Rotating(self.path, max_bytes, backups, self._error)
+        self._listener = _Listener(self._queue, self._handler)
+        self._listener.start()
+        self._open = True
+
+    @classmethod
+    def from_config(cls, config: AuditConfig, on_drop: Callable[[], None] | None = None) -> AuditLog:
+        return cls(
+            config.path,
+            max_bytes=config.max_bytes,
+            backups=config.backups,
+            body_cap=config.body_cap,
+            queue_size=config.queue_size,
+            on_drop=on_drop,
+        )
+
+    def write(self, record: Mapping[str, Any]) -> bool:
+        """Queue one record; never blocks. False when it was dropped (queue full or closed)."""
+        line = encode_line(record, self.body_cap).decode("utf-8")
+        if self._open:
+            try:
+                self._queue.put_nowait(line)
+                return True
+            except queue.Full:
+                pass
+        self.dropped += 1
+        if self.on_drop is not None:
+            self.on_drop()
+        return False
+
+    def _error(self) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.error("hydraguard: cannot write the audit log %s", self.path, exc_info=True)
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread and close the file (idempotent)."""
+        if not self._open:
+            return
+        self._open = False
+        self._listener.stop()
+        self._handler.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

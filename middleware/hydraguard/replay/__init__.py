@@ -1,0 +1,1 @@
+"""``hydraguard replay``: run logged traffic through a policy's own decision code, offline."""

@@ -1,0 +1,122 @@
+"""``hydraguard replay TRAFFIC.jsonl --policy P --decisions OUT.jsonl [--report R.json]
+[--labels L.json] [--compare P2] [--html R.html]``: backtest a policy on logged traffic.
+
+Writes one decision line per traffic line, in order; the same input always gives the
+same bytes. ``--compare`` replays a second policy on the same traffic and puts both,
+side by side, under ``"policies"`` in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import PolicyError
+from ..policy.compiled import CompiledPolicy
+from ..policy.loader import load_policy
+from .html import render
+from .labels import Label, load_labels
+from .progress import Progress
+from .run import replay_file
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("traffic", type=Path, metavar="TRAFFIC.jsonl", help="traffic log (JSON lines)")
+    parser.add_argument("--policy", required=True, help="policy file to replay")
+    parser.add_argument("--decisions", required=True, type=Path, help="decision lines to write")
+    parser.add_argument("--report", type=Path, help="report to write (JSON)")
+    parser.add_argument("--labels", type=Path, help="account labels: benign / attacker (and campaign)")
+    parser.add_argument("--compare", metavar="P2", help="a second policy, replayed on the same traffic")
+    parser.add_argument("--compare-decisions", type=Path, help="decision lines of the --compare policy")
+    parser.add_argument("--html", type=Path, help="report to write as a self-contained HTML page")
+
+
+def policy_key(source: str, taken: dict[str, Any]) -> str:
+    key, n = source, 2
+    while key in taken:
+        key, n = f"{source} ({n})", n + 1
+    return key
+
+
+async def replay_policies(
+    traffic: Path,
+    runs: list[tuple[str, CompiledPolicy, Path | None]],
+    labels: dict[str, Label] | None,
+) -> dict[str, Any]:
+    """Replay each (source, policy, decisions path) in turn; the report's ``policies`` part."""
+    size = os.path.getsize(traffic)
+    policies: dict[str, Any] = {}
+    for source, policy, decisions in runs:
+        progress = Progress.maybe(size, f"replay {policy.name}")
+        started = time.perf_counter()
+        if decisions is not None:
+            with open(decisions, "wb", buffering=1 << 20) as out:
+                tally = await replay_file(traffic, policy, decisions=out, labels=labels, progress=progress)
+        else:
+            tally = await replay_file(traffic, policy, labels=labels, progress=progress)
+        elapsed = time.perf_counter() - started
+        print(
+            f"{source}: {tally.lines} lines in {elapsed:.1f} s ({tally.lines / max(elapsed, 1e-9):,.0f}/s); "
+            f"admitted {tally.admitted}, refused {tally.refused}, invalid {tally.invalid}",
+            file=sys.stderr,
+        )
+        for problem in tally.invalid_lines[:10]:
+            print(f"{traffic}:{problem['line'] + 1}: {problem['error']}", file=sys.stderr)
+        policies[policy_key(source, policies)] = {
+            "policy": {"name": policy.name, "source": source},
+            **tally.report(),
+        }
+    return policies
+
+
+def run(args: argparse.Namespace) -> int:
+    sources = [args.policy] + ([args.compare] if args.compare else [])
+    compiled: list[CompiledPolicy] = []
+    for source in sources:
+        try:
+            compiled.append(load_policy(source))
+        except PolicyError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return 2
+    try:
+        labels = load_labels(args.labels) if args.labels else None
+    except (OSError, ValueError) as exc:
+        print(f"hydraguard replay: labels {args.labels}: {exc}", file=sys.stderr)
+        return 2
+    if not args.traffic.is_file():
+        print(f"hydraguard replay: no such traffic log: {args.traffic}", file=sys.stderr)
+        return 2
+    runs = [(sources[0], compiled[0], args.decisions)]
+    if args.compare:
+        runs.append((sources[1], compiled[1], args.compare_decisions))
+    policies = asyncio.run(replay_policies(args.traffic, runs, labels))
+    report = {
+        "traffic": str(args.traffic),
+        "labels": str(args.labels) if args.labels else None,
+        "policies": policies,
+    }
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.html:
+        args.html.write_text(render(report), encoding="utf-8")
+    for key, section in policies.items():
+        efficacy = section.get("efficacy")
+        if efficacy:
+            print(
+                f"{key}: leak {_pct(efficacy['leak'])} of attacker output tokens; benign accounts affected "
+                f"{efficacy['benign_accounts_affected']}/{efficacy['benign_accounts']} "
+                f"({_pct(efficacy['benign_accounts_affected_share'])}); benign requests refused "
+                f"{efficacy['benign_requests_refused']}/{efficacy['benign_requests']}"
+            )
+    return 0
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.2%}"
