@@ -36,6 +36,9 @@ class AdminAPI:
                 Route("/_hydraguard/accounts/{account}/reset", self.reset, methods=["POST"]),
                 Route("/_hydraguard/accounts/{account}/block", self.block, methods=["POST"]),
                 Route("/_hydraguard/accounts/{account}/unblock", self.unblock, methods=["POST"]),
+                Route("/_hydraguard/clusters/{cluster}", self.cluster, methods=["GET"]),
+                Route("/_hydraguard/links", self.link, methods=["POST"]),
+                Route("/_hydraguard/unlink", self.unlink, methods=["POST"]),
             ]
         )
 
@@ -98,9 +101,78 @@ class AdminAPI:
                 }
             )
         blocked = await storage.flag_ttl(account_prefix(account) + BLOCK_SUFFIX, now)
+        guard = self.guard.guard
+        cluster = None
+        if guard.linker is not None:
+            cluster = await _maybe_await(guard.linker.index.cluster_of(account))
+        risk = guard.risk.risk("account", account, now) if guard.risk is not None else None
         return JSONResponse(
-            {"account": account, "tier": tier, "blocked_seconds": blocked, "limits": limits}
+            {"account": account, "tier": tier, "cluster": cluster, "risk": risk,
+             "blocked_seconds": blocked, "limits": limits}
         )
+
+    async def cluster(self, request: Request) -> Response:
+        cluster = request.path_params["cluster"]
+        guard = self.guard.guard
+        if guard.linker is None:
+            return JSONResponse({"error": "clustering is off in this policy"}, status_code=404)
+        info = await _maybe_await(guard.linker.index.explain(cluster))
+        if info is None:
+            return JSONResponse({"error": f"no cluster {cluster!r} of two or more accounts"}, status_code=404)
+        now = time.time()
+        tier = request.query_params.get("tier", guard.policy.default_tier)
+        plan = guard.gate.planner.plan(info.members[0], tier, 0, cluster)
+        usage = await self.guard.storage.primary.usage(plan.checks, now)
+        per_member, max_factor = guard.policy.cluster_growth.per_member, guard.policy.cluster_growth.max_factor
+        growth = min(max_factor, 1 + per_member * (info.size - 1))
+        limits = [
+            {"rule": limit.rule, "limit": max(1, int(check.limit * growth)), "window_seconds": check.window or None,
+             "usage": round(used, 3)}
+            for limit, check, used in zip(plan.limits, plan.checks, usage, strict=True)
+            if limit.rule.startswith("cluster.")
+        ]
+        return JSONResponse(
+            {
+                "cluster": info.cluster_id,
+                "size": info.size,
+                "members": list(info.members),
+                "risk": guard.risk.risk("cluster", cluster, now) if guard.risk is not None else None,
+                "links": [
+                    {"a": link.a, "b": link.b,
+                     "evidence": [{"signal": e.signal, "value": e.value, "weight": e.weight,
+                                   "first_seen": e.first_seen, "saturated": e.saturated}
+                                  for e in link.evidence]}
+                    for link in info.links
+                ],
+                "limits": limits,
+            }
+        )
+
+    async def link(self, request: Request) -> Response:
+        pair = await _pair(request)
+        if isinstance(pair, Response):
+            return pair
+        a, b, reason = pair
+        linker = self.guard.guard.linker
+        if linker is None:
+            return JSONResponse({"error": "clustering is off in this policy"}, status_code=404)
+        cluster = await _maybe_await(linker.index.link(a, b, reason or "operator", time.time()))
+        linker.forget(a, b)
+        if linker.merges:
+            await self.guard.guard._carry_usage(linker.take_merges(), self.guard.policy.default_tier, time.time())
+        return JSONResponse({"a": a, "b": b, "cluster": cluster})
+
+    async def unlink(self, request: Request) -> Response:
+        pair = await _pair(request)
+        if isinstance(pair, Response):
+            return pair
+        a, b, _ = pair
+        linker = self.guard.guard.linker
+        if linker is None:
+            return JSONResponse({"error": "clustering is off in this policy"}, status_code=404)
+        clusters = await _maybe_await(linker.index.unlink(a, b))
+        linker.forget()
+        return JSONResponse({"a": a, "b": b, "clusters": list(clusters)})
 
     async def reset(self, request: Request) -> Response:
         removed = await self.guard.storage.primary.clear(account_prefix(request.path_params["account"]))
@@ -124,6 +196,24 @@ class AdminAPI:
         account = request.path_params["account"]
         was = await self.guard.storage.primary.clear_flag(account_prefix(account) + BLOCK_SUFFIX)
         return JSONResponse({"account": account, "was_blocked": was})
+
+
+async def _maybe_await(value: Any) -> Any:
+    """The memory index answers at once, the Redis index with a coroutine."""
+    if hasattr(value, "__await__"):
+        return await value
+    return value
+
+
+async def _pair(request: Request) -> tuple[str, str, str | None] | Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not (isinstance(body, dict) and isinstance(body.get("a"), str) and isinstance(body.get("b"), str)):
+        return JSONResponse({"error": 'send {"a": account, "b": account, "reason": text}'}, status_code=400)
+    reason = body.get("reason")
+    return body["a"], body["b"], reason if isinstance(reason, str) else None
 
 
 def _authorised(scope: Scope, token: str) -> bool:

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admit.gate import Decision, Gate
 from .admit.headers import policy_header, ratelimit_headers
-from .admit.plan import BLOCK, BLOCK_SUFFIX, account_prefix, cluster_prefix
+from .admit.plan import BLOCK_SUFFIX, account_prefix, cluster_prefix
 from .assess.effects import NONE as NO_EFFECTS
 from .assess.effects import Effects, effects_of
 from .assess.learning import Learning
@@ -32,7 +32,7 @@ from .inspect.facts import RequestFacts
 from .metrics import Metrics
 from .observe.usage import UsageReader
 from .policy.compiled import CompiledPolicy, CompiledRoute
-from .respond import send_error
+from .respond import send_error, send_refusal
 from .storage.resilient import ResilientStorage
 
 
@@ -124,6 +124,8 @@ class Guard:
             return
         outcome = "shadow_deny" if decision.shadow_denied else (decision.degraded or "allow")
         self.metrics.decision(policy.name, route.name, outcome, decision.rule)
+        if decision.actions or decision.shadow_actions:
+            self._count_actions(decision)
         if facts is not None:
             self._route_metrics(route)[0].inc(decision.input_estimate + decision.output_reserved)
         await self._forward(route, dialect, decision, facts, extra, scope, receive, send, app)
@@ -151,6 +153,8 @@ class Guard:
         )
         decision.risk = risk
         if effects is not NO_EFFECTS:
+            decision.detectors = assessment.top_detectors
+            decision.shadow_actions = effects.shadow
             decision.actions = effects.applied
             decision.output_cap = effects.cap
             decision.strip = effects.strip
@@ -202,38 +206,24 @@ class Guard:
         if facts is not None and self.learning.active:
             self.learning.learn(decision, facts, input_tokens, output_tokens, status, defer)
 
+    def _count_actions(self, decision: Decision) -> None:
+        rule = decision.rule or "none"
+        for action in decision.actions:
+            self.metrics.anomaly_actions.labels(self.policy.name, rule, action, "enforce").inc()
+        for action in decision.shadow_actions:
+            self.metrics.anomaly_actions.labels(self.policy.name, "shadow", action, "shadow").inc()
+        if decision.actions:
+            for detector in decision.detectors:
+                self.metrics.anomaly_detectors.labels(detector).inc()
+
     async def _refuse(
         self, route: CompiledRoute, dialect: Dialect, decision: Decision, extra: list[tuple[bytes, bytes]], send: Send
     ) -> None:
-        if decision.degraded == "storage_closed":
-            self.metrics.decision(self.policy.name, route.name, "storage_closed", "storage")
-            await send_error(
-                send, dialect, 503,
-                "Rate limiter storage is unavailable and this policy fails closed; retry shortly.",
-                "rate_limiter_unavailable", headers=[(b"retry-after", b"1")], extra={"reason": "storage"},
-            )
-            return
-        self.metrics.decision(self.policy.name, route.name, "deny", decision.rule)
-        limit = next(item for item in decision.plan.limits if item.rule == decision.rule)
-        reason = "quota"
-        if decision.rule == BLOCK.rule:
-            reason = "blocked"
-            message = f"This account is blocked for {decision.retry_after} s."
-        elif decision.too_large:
-            message = (
-                f"This request alone exceeds the limit {decision.rule} ({getattr(limit, 'text', '')}); "
-                "lower max_tokens or shorten the prompt."
-            )
-        else:
-            message = (
-                f"Rate limit exceeded: {decision.rule} ({getattr(limit, 'text', limit.amount)}). "
-                f"Retry after {decision.retry_after} s."
-            )
-        headers = [(b"retry-after", str(decision.retry_after).encode()), *extra]
-        await send_error(
-            send, dialect, 429, message, "rate_limit_exceeded",
-            headers=headers, extra={"rule": decision.rule, "reason": reason},
-        )
+        outcome = "storage_closed" if decision.degraded == "storage_closed" else "deny"
+        if decision.actions or decision.shadow_actions:
+            self._count_actions(decision)
+        self.metrics.decision(self.policy.name, route.name, outcome, decision.rule or "storage")
+        await send_refusal(send, dialect, decision, extra)
 
     async def _forward(
         self,

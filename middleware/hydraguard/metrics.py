@@ -3,7 +3,15 @@ policy-defined sets (policy, route, decision, rule, ...) — never an account id
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .cluster.model import ClusterStats
 
 DECISIONS = ("allow", "deny", "shadow_deny", "invalid", "storage_open", "storage_closed", "storage_local")
 
@@ -61,6 +69,20 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.anomaly_actions = Counter(
+            "hydraguard_anomaly_actions",
+            "Anomaly-rule actions applied (or, mode=shadow, that would have been).",
+            ["policy", "rule", "action", "mode"],
+            registry=registry,
+        )
+        self.anomaly_detectors = Counter(
+            "hydraguard_anomaly_detector_contributions",
+            "Detectors among the top contributors to the risk behind an applied action.",
+            ["detector"],
+            registry=registry,
+        )
+        self.cluster_stats: Callable[[], ClusterStats | None] = lambda: None
+        registry.register(_ClusterCollector(self))
         for result in ("ok", "error"):
             self.policy_loads.labels(result)
             self.policy_reloads.labels(result)
@@ -84,3 +106,37 @@ def metrics_for(registry: CollectorRegistry | None) -> Metrics:
     if found is None:
         found = _shared[key] = Metrics(registry)
     return found
+
+
+class _ClusterCollector(Collector):
+    """Cluster gauges read from the linking index at scrape time (memory index; a Redis
+    index reports from the replica that answers the scrape)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.metrics.cluster_stats()
+        if stats is None:
+            return
+        clusters = GaugeMetricFamily("hydraguard_clusters", "Clusters of two or more linked accounts.")
+        clusters.add_metric([], stats.clusters)
+        yield clusters
+        accounts = GaugeMetricFamily("hydraguard_cluster_accounts", "Accounts known to the linking index.")
+        accounts.add_metric([], stats.accounts)
+        yield accounts
+        sizes = GaugeMetricFamily(
+            "hydraguard_cluster_size_clusters", "Clusters by size bucket (members).", labels=["size"]
+        )
+        for bucket, count in sorted(stats.sizes.items()):
+            sizes.add_metric([bucket], count)
+        yield sizes
+        links = CounterMetricFamily(
+            "hydraguard_cluster_links", "Links made between accounts, by signal.", labels=["signal"]
+        )
+        for signal, count in sorted(stats.links_by_signal.items()):
+            links.add_metric([signal], count)
+        yield links

@@ -113,6 +113,8 @@ class HydraGuard:
                 risk = previous.risk
             else:
                 risk = RiskEngine(policy.anomaly, mode="shadow" if policy.shadow else None)
+        if linker is not None and not linker.shared:
+            self.metrics.cluster_stats = linker.index.stats
         return Guard(policy, self.storage, self.metrics, self.clock, linker=linker, risk=risk)
 
     async def drain(self) -> None:

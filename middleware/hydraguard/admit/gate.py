@@ -41,6 +41,8 @@ class Decision:
     ts: float = 0.0  # when it was decided (arrival)
     strip: tuple[str, ...] = ()  # request parameters an anomaly rule removes
     delay: float = 0.0  # seconds an anomaly rule holds the request
+    detectors: tuple[str, ...] = ()  # the detectors that contributed most to the risk
+    shadow_actions: tuple[str, ...] = ()  # what anomaly rules in shadow would have done
 
     def reserved(self, index: int) -> bool:
         """Was check ``index`` actually charged? (shadow checks are not when they refused)."""

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from replay_helpers import T0, policy_file, read_lines, record, write_traffic
+
+from hydraguard.cli import main
+
+
+@pytest.fixture
+def traffic(tmp_path: Path) -> Path:
+    lines: list[dict[str, object] | str] = []
+    for i in range(12):
+        lines.append(record("x1" if i % 2 else "b1", T0 + i, output=100))
+    lines.insert(5, '{"ts": oops')
+    return write_traffic(tmp_path / "traffic.jsonl", lines)
+
+
+@pytest.fixture
+def labels(tmp_path: Path) -> Path:
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps({"b1": "benign", "x1": {"class": "attacker", "campaign": "hydra-1"}}))
+    return path
+
+
+def test_replay_writes_one_decision_per_line_and_the_report(
+    tmp_path: Path, traffic: Path, labels: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    strict = policy_file(tmp_path, name="strict", requests="2/minute")
+    out, report_path = tmp_path / "d.jsonl", tmp_path / "r.json"
+    code = main(
+        ["replay", str(traffic), "--policy", str(strict), "--decisions", str(out),
+         "--labels", str(labels), "--report", str(report_path)]
+    )  # fmt: skip
+    assert code == 0
+    decisions = read_lines(out)
+    assert [d["line"] for d in decisions] == list(range(13))
+    assert "error" in decisions[5] and not decisions[5]["admitted"]
+    assert set(decisions[0]) == {"line", "account", "cluster", "admitted", "output_tokens", "actions", "rule", "risk"}
+    report = json.loads(report_path.read_text())
+    section = report["policies"][str(strict)]
+    assert section["policy"]["name"] == "strict"
+    totals = section["totals"]
+    assert totals["lines"] == 13 and totals["invalid"] == 1
+    assert totals["admitted"] == 4 and totals["refused"] == 8  # 2 per account per minute
+    assert section["invalid_lines"][0]["line"] == 5
+    efficacy = section["efficacy"]
+    assert efficacy["attacker_output_tokens_requested"] == 600
+    assert efficacy["attacker_output_tokens_served"] == 200
+    assert efficacy["benign_accounts_affected"] == 1
+    captured = capsys.readouterr()
+    assert "leak 33.33%" in captured.out
+    assert f"{traffic}:6: not valid JSON" in captured.err  # 1-based, like an editor
+
+
+def test_compare_puts_both_policies_side_by_side_and_html_renders(
+    tmp_path: Path, traffic: Path, labels: Path
+) -> None:
+    strict = policy_file(tmp_path, name="strict", requests="2/minute")
+    loose = policy_file(tmp_path, name="loose", requests="100/minute")
+    report_path, page = tmp_path / "r.json", tmp_path / "r.html"
+    code = main(
+        ["replay", str(traffic), "--policy", str(strict), "--decisions", str(tmp_path / "d.jsonl"),
+         "--labels", str(labels), "--compare", str(loose), "--compare-decisions", str(tmp_path / "d2.jsonl"),
+         "--report", str(report_path), "--html", str(page)]
+    )  # fmt: skip
+    assert code == 0
+    policies = json.loads(report_path.read_text())["policies"]
+    assert list(policies) == [str(strict), str(loose)]
+    assert policies[str(loose)]["totals"]["refused"] == 0
+    assert policies[str(strict)]["totals"]["refused"] == 8
+    assert len(read_lines(tmp_path / "d2.jsonl")) == 13
+
+    parser = Structure()
+    parser.feed(page.read_text())
+    assert parser.tags["svg"] >= 4  # two classes x two policies
+    assert parser.tags["polyline"] == 2 * parser.tags["svg"]
+    assert parser.tags["table"] >= 6
+    assert parser.tags.get("script", 0) == 0 and not parser.fetched  # self-contained
+    assert "Side by side" in parser.text
+    assert "strict" in parser.text and "loose" in parser.text
+    assert "0.3333" in parser.text  # the strict policy's leak
+
+
+class Structure(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: dict[str, int] = {}
+        self.fetched: list[str] = []
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        self.fetched += [v or "" for k, v in attrs if k in ("src", "href")]
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--labels", "missing.json"], "labels"),
+        (["--compare", "nope.yaml"], "nope.yaml"),
+    ],
+)
+def test_bad_inputs_exit_2_with_a_message(
+    tmp_path: Path, traffic: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["replay", str(traffic), "--policy", str(policy_file(tmp_path)),
+            "--decisions", str(tmp_path / "d.jsonl"), *extra]  # fmt: skip
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_traffic_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["replay", str(tmp_path / "none.jsonl"), "--policy", str(policy_file(tmp_path)),
+            "--decisions", str(tmp_path / "d.jsonl")]  # fmt: skip
+    assert main(args) == 2
+    assert "no such traffic log" in capsys.readouterr().err
