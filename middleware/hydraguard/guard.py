@@ -102,7 +102,7 @@ class Guard:
         self.decision_seconds.observe(time.perf_counter() - started)
         plan = decision.plan
         extra = ratelimit_headers(
-            plan.limits, plan.layout.kinds, plan.checks, decision.verdict, dialect.name == "openai-chat"
+            plan.limits, plan.layout.report_groups, plan.checks, decision.verdict, dialect.name == "openai-chat"
         )
         extra.append(self.policy_headers[identity.tier])
         if not decision.admitted:

@@ -22,7 +22,9 @@ def traffic(tmp_path: Path) -> Path:
 @pytest.fixture
 def labels(tmp_path: Path) -> Path:
     path = tmp_path / "labels.json"
-    path.write_text(json.dumps({"b1": "benign", "x1": {"class": "attacker", "campaign": "hydra-1"}}))
+    path.write_text(
+        json.dumps({"b1": "benign", "x1": {"class": "attacker", "campaign": "hydra-1"}})
+    )
     return path
 
 
@@ -39,7 +41,16 @@ def test_replay_writes_one_decision_per_line_and_the_report(
     decisions = read_lines(out)
     assert [d["line"] for d in decisions] == list(range(13))
     assert "error" in decisions[5] and not decisions[5]["admitted"]
-    assert set(decisions[0]) == {"line", "account", "cluster", "admitted", "output_tokens", "actions", "rule", "risk"}
+    assert set(decisions[0]) == {
+        "line",
+        "account",
+        "cluster",
+        "admitted",
+        "output_tokens",
+        "actions",
+        "rule",
+        "risk",
+    }
     report = json.loads(report_path.read_text())
     section = report["policies"][str(strict)]
     assert section["policy"]["name"] == "strict"
@@ -64,7 +75,8 @@ def test_compare_puts_both_policies_side_by_side_and_html_renders(
     report_path, page = tmp_path / "r.json", tmp_path / "r.html"
     code = main(
         ["replay", str(traffic), "--policy", str(strict), "--decisions", str(tmp_path / "d.jsonl"),
-         "--labels", str(labels), "--compare", str(loose), "--compare-decisions", str(tmp_path / "d2.jsonl"),
+         "--labels", str(labels), "--compare", str(loose),
+         "--compare-decisions", str(tmp_path / "d2.jsonl"),
          "--report", str(report_path), "--html", str(page)]
     )  # fmt: skip
     assert code == 0
@@ -108,7 +120,11 @@ class Structure(HTMLParser):
     ],
 )
 def test_bad_inputs_exit_2_with_a_message(
-    tmp_path: Path, traffic: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    traffic: Path,
+    extra: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = ["replay", str(traffic), "--policy", str(policy_file(tmp_path)),
             "--decisions", str(tmp_path / "d.jsonl"), *extra]  # fmt: skip

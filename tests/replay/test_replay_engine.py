@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,7 +42,9 @@ async def test_tier_comes_from_the_logged_headers(tmp_path: Path) -> None:
     assert all(o.admitted for o in outcomes)  # pro allows 1000/minute
 
 
-async def test_refused_requests_charge_nothing_and_admitted_ones_settle_to_usage(tmp_path: Path) -> None:
+async def test_refused_requests_charge_nothing_and_admitted_ones_settle_to_usage(
+    tmp_path: Path,
+) -> None:
     # 1000 tokens a minute: the first request reserves 10 + 600 but settles to its logged
     # 10 + 100; the second (10 + 950) does not fit and is refused; the third (10 + 600) fits
     # only because the first was reconciled and the refused one charged nothing.
@@ -74,7 +77,9 @@ async def test_unrouted_paths_pass_and_invalid_bodies_are_reported(tmp_path: Pat
     assert generic.admitted and generic.error is None
 
 
-async def test_truncated_body_larger_than_the_policy_allows_is_refused_like_live(tmp_path: Path) -> None:
+async def test_truncated_body_larger_than_the_policy_allows_is_refused_like_live(
+    tmp_path: Path,
+) -> None:
     engine = Engine(small_policy(tmp_path))
     body = {"model": "m", "_hydraguard_truncated": {"bytes": 5_000_000, "dropped": ["messages"]}}
     [outcome] = await decide_all(engine, [record("a", T0, body=body)])
@@ -94,7 +99,9 @@ async def test_malformed_entries_become_error_lines(tmp_path: Path) -> None:
 async def test_the_clock_never_goes_back(tmp_path: Path) -> None:
     engine = Engine(small_policy(tmp_path, requests="2/minute"))
     # Out of order by a second (an audit log is written at completion): still one minute.
-    outcomes = await decide_all(engine, [record("a", T0 + 5), record("a", T0 + 4), record("a", T0 + 6)])
+    outcomes = await decide_all(
+        engine, [record("a", T0 + 5), record("a", T0 + 4), record("a", T0 + 6)]
+    )
     assert engine.now == T0 + 6
     assert [o.admitted for o in outcomes] == [True, True, False]
     assert outcomes[1].ts == T0 + 4  # the report still sees the logged arrival
@@ -122,12 +129,18 @@ async def test_a_capped_request_serves_at_most_the_cap_and_is_charged_that(tmp_p
     engine = Engine(small_policy(tmp_path))
     stub = CappingGuard(engine.guard)
     engine.guard = stub  # type: ignore[assignment]
-    outcomes = await decide_all(engine, [record("a", T0, output=80), record("a", T0 + 1, output=20)])
+    outcomes = await decide_all(
+        engine, [record("a", T0, output=80), record("a", T0 + 1, output=20)]
+    )
     assert [o.output_tokens for o in outcomes] == [30, 20]
     assert [o.requested for o in outcomes] == [80, 20]
     assert stub.completed == [(10, 30, 200), (10, 20, 200)]
     line = outcomes[0].line_dict()
-    assert line["cluster"] == "c-1" and line["actions"] == ["cap_max_tokens"] and line["rule"] == "cap-output"
+    assert (
+        line["cluster"] == "c-1"
+        and line["actions"] == ["cap_max_tokens"]
+        and line["rule"] == "cap-output"
+    )
     assert line["risk"] == 0.7123
 
 
@@ -136,11 +149,10 @@ async def test_same_input_gives_the_same_bytes(tmp_path: Path) -> None:
     traffic = write_traffic(tmp_path / "t.jsonl", [*records[:100], "garbage", *records[100:]])
     policy = small_policy(tmp_path, requests="5/minute")
     outputs = []
-    for n in range(2):
-        out = tmp_path / f"d{n}.jsonl"
-        with open(out, "wb") as fh:
-            tally = await replay_file(traffic, policy, decisions=fh)
-        outputs.append(out.read_bytes())
+    for _ in range(2):
+        sink = io.BytesIO()
+        tally = await replay_file(traffic, policy, decisions=sink)
+        outputs.append(sink.getvalue())
         assert tally.lines == 301 and tally.invalid == 1
     assert outputs[0] == outputs[1]
     assert len(outputs[0].splitlines()) == len(list(read_traffic(traffic)))

@@ -59,18 +59,26 @@ def test_report_counts_add_up(pipeline: dict[str, Any]) -> None:
     classes = report["classes"]
     assert set(classes) == {"benign", "attacker"}
     assert sum(c["requests"] for c in classes.values()) == totals["lines"]
-    assert sum(c["output_tokens_served"] for c in classes.values()) == totals["output_tokens_served"]
+    assert (
+        sum(c["output_tokens_served"] for c in classes.values()) == totals["output_tokens_served"]
+    )
 
 
 def test_efficacy_is_consistent_with_the_classes(pipeline: dict[str, Any]) -> None:
     report, labels = pipeline["report"], pipeline["labels"]
-    efficacy, attacker, benign = report["efficacy"], report["classes"]["attacker"], report["classes"]["benign"]
+    efficacy, attacker, benign = (
+        report["efficacy"],
+        report["classes"]["attacker"],
+        report["classes"]["benign"],
+    )
     assert 0.0 <= efficacy["leak"] <= 1.0
     assert efficacy["attacker_output_tokens_served"] == attacker["output_tokens_served"]
     assert efficacy["attacker_output_tokens_requested"] == attacker["output_tokens_requested"]
     assert efficacy["benign_accounts"] == benign["active_accounts"]
     assert efficacy["benign_accounts_affected"] <= efficacy["benign_accounts"]
-    assert efficacy["benign_accounts_labelled"] == sum(v["class"] == "benign" for v in labels.values())
+    assert efficacy["benign_accounts_labelled"] == sum(
+        v["class"] == "benign" for v in labels.values()
+    )
     assert efficacy["benign_requests_refused"] <= efficacy["benign_requests"]
     campaigns = {v["campaign"] for v in labels.values() if v["campaign"]}
     assert set(report["campaigns"]) == campaigns

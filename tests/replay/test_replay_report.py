@@ -97,8 +97,25 @@ def test_without_labels_the_top_accounts_and_clusters_by_action() -> None:
     assert "efficacy" not in report and "campaigns" not in report
     top = report["top"]
     assert [a["account"] for a in top["accounts"]] == ["b", "a"]  # c: never acted on
-    assert top["accounts"][0] == {"account": "b", "class": None, "requests": 2, "refused": 1, "acted": 2}
-    assert top["clusters"] == [{"cluster": "c-1", "accounts": 2, "requests": 3, "refused": 1, "acted": 3}]
+    assert top["accounts"][0] == {
+        "account": "b",
+        "class": None,
+        "requests": 2,
+        "refused": 1,
+        "acted": 2,
+    }
+    assert top["clusters"] == [
+        {"cluster": "c-1", "accounts": 2, "requests": 3, "refused": 1, "acted": 3}
+    ]
+
+
+def test_shadow_actions_are_counted_apart_and_affect_no_one() -> None:
+    shadowed = outcome("b1", T0)
+    shadowed.shadow_actions = ("block",)
+    report = tally_of([shadowed]).report()
+    assert report["totals"]["by_shadow_action"] == {"block": 1}
+    assert report["totals"]["by_action"] == {}
+    assert report["efficacy"]["benign_accounts_affected"] == 0
 
 
 def test_invalid_lines_count_but_do_not_enter_the_classes() -> None:
@@ -123,7 +140,9 @@ def test_timeline_sums_match_the_totals() -> None:
     assert served + withheld == report["totals"]["output_tokens_requested"]
 
 
-@pytest.mark.parametrize(("action", "expected"), [("flag", False), ("shadow:block", False), ("strip", True)])
+@pytest.mark.parametrize(
+    ("action", "expected"), [("flag", False), ("shadow:block", False), ("strip", True)]
+)
 def test_degrading_actions(action: str, expected: bool) -> None:
     assert degrading(action) is expected
 

@@ -42,31 +42,35 @@ def go_duration(seconds: float) -> str:
 
 
 def ratelimit_headers(
-    limits: Sequence[Limit], kinds: Sequence[str], checks: Sequence[Check], verdict: Verdict, openai: bool
+    limits: Sequence[Limit],
+    groups: Sequence[tuple[str, tuple[int, ...]]],
+    checks: Sequence[Check],
+    verdict: Verdict,
+    openai: bool,
 ) -> list[tuple[bytes, bytes]]:
+    """``groups``: per kind, the indexes of its enforced checks (``Layout.report_groups``)."""
     usage = verdict.usage
-    tightest: dict[str, tuple[float, int]] = {}  # kind -> (room, index) of the enforced check with least room
-    for i, check in enumerate(checks):
-        if check.shadow or check.window < 0:
-            continue
-        room = check.limit - usage[i]
-        best = tightest.get(kinds[i])
-        if best is None or room < best[0]:
-            tightest[kinds[i]] = (room, i)
     items = []
     out: list[tuple[bytes, bytes]] = []
-    for kind, (room, i) in tightest.items():
-        remaining = max(0, int(room))
-        if checks[i].window:
-            reset = verdict.reset[i]
-            items.append(f'"{limits[i].rule}";r={remaining};t={math.ceil(reset)}')
+    for kind, indexes in groups:
+        best = indexes[0]
+        room = checks[best].limit - usage[best]
+        for i in indexes[1:]:
+            other = checks[i].limit - usage[i]
+            if other < room:
+                best, room = i, other
+        remaining = int(room) if room > 0 else 0
+        check = checks[best]
+        if check.window:
+            reset = verdict.reset[best]
+            items.append(f'"{limits[best].rule}";r={remaining};t={math.ceil(reset)}')
             if openai:
                 names = _OPENAI_NAMES[kind]
-                out.append((names[0], str(checks[i].limit).encode()))
+                out.append((names[0], str(check.limit).encode()))
                 out.append((names[1], str(remaining).encode()))
                 out.append((names[2], go_duration(reset).encode()))
         else:
-            items.append(f'"{limits[i].rule}";r={remaining}')
+            items.append(f'"{limits[best].rule}";r={remaining}')
     out.append((b"ratelimit", ", ".join(items).encode()))
     return out
 

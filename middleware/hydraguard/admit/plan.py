@@ -49,6 +49,8 @@ class Layout:
     lease_checks: tuple[int, ...]  # released after the response
     # per check: (scope, key suffix, amount, window, is_tokens, shadow)
     specs: tuple[tuple[int, str, int, int, bool, bool], ...]
+    # per kind (requests, tokens, concurrency): its enforced checks, for the RateLimit fields
+    report_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 ACCOUNT, CLUSTER, GLOBAL = 0, 1, 2  # who a limit belongs to, in a Layout's specs
@@ -92,12 +94,18 @@ def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
             limits.append(group.concurrency)
             kinds.append("concurrency")
             specs.append((scope, ":c", group.concurrency.amount, 0, False, group.concurrency.shadow))
+    groups = tuple(
+        (kind, indexes)
+        for kind in ("requests", "tokens", "concurrency")
+        if (indexes := tuple(i for i, k in enumerate(kinds) if k == kind and not specs[i][5]))
+    )
     return Layout(
         limits=tuple(limits),
         kinds=tuple(kinds),
         token_checks=tuple(i for i, kind in enumerate(kinds) if kind == "tokens"),
         lease_checks=tuple(i for i, kind in enumerate(kinds) if kind == "concurrency"),
         specs=tuple(specs),
+        report_groups=groups,
     )
 
 

@@ -41,7 +41,10 @@ class Learning:
     def learn(
         self, decision: Decision, facts: RequestFacts, input_tokens: int, output_tokens: int, status: int, defer: bool
     ) -> None:
-        lesson = (decision, facts, input_tokens, output_tokens, status)
+        # Only what learning needs: a queued lesson must not keep the decision's plan alive.
+        identity = decision.identity
+        lesson = (identity.account, identity.tier, decision.cluster, decision.ts, facts,
+                  input_tokens, output_tokens, status)
         if not defer:
             self._learn(*lesson)
             return
@@ -67,20 +70,26 @@ class Learning:
                 self._learn(*lesson)
 
     def _learn(
-        self, decision: Decision, facts: RequestFacts, input_tokens: int, output_tokens: int, status: int
+        self,
+        account: str,
+        tier: str,
+        cluster: str | None,
+        ts: float,
+        facts: RequestFacts,
+        input_tokens: int,
+        output_tokens: int,
+        status: int,
     ) -> None:
-        account = decision.identity.account
         template = fingerprint(facts.prompt)
         if self.bands and self.linker is not None:
             signals = self.linker.signals({}, {}, None, band_keys(template, self.bands))
-            self.linker.learn(account, signals, decision.ts)
+            self.linker.learn(account, signals, ts)
         if self.risk is not None:
-            tier = decision.identity.tier
             self.risk.observe(
                 RequestEvent(
-                    ts=decision.ts,
+                    ts=ts,
                     account=account,
-                    cluster=decision.cluster,
+                    cluster=cluster,
                     prompt=facts.prompt,
                     template=template,
                     max_tokens=facts.max_tokens,

@@ -44,6 +44,8 @@ class SignalExtractor:
 
     def __init__(self, config: ClusteringConfig) -> None:
         self._signals = tuple(_compile(name, spec) for name, spec in config.signals.items())
+        # Parsing an address costs more than the rest of extract(); clients repeat theirs.
+        self._prefixes: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def extract(
         self,
@@ -59,7 +61,14 @@ class SignalExtractor:
             elif sig.kind == "state":
                 values = self._clean(sig, _as_values(state.get(sig.key)))
             elif sig.kind == "client_ip":
-                values = self._prefix(sig, client_ip)
+                if not client_ip:
+                    continue
+                cached = self._prefixes.get((sig.name, client_ip))
+                if cached is None:
+                    if len(self._prefixes) > 100_000:
+                        self._prefixes.clear()
+                    cached = self._prefixes[(sig.name, client_ip)] = self._prefix(sig, client_ip)
+                values = cached
             else:
                 values = self._clean(sig, tuple(template_bands or ())[: sig.bands])
             if values:

@@ -9,7 +9,7 @@ counted: a slow disk must not grow memory or stall the event loop.
 Request bodies larger than ``body_cap`` bytes (as JSON) are replaced by a marker
 object: the body's top-level fields that fit within the cap, in order (large ones
 such as ``messages`` are left out), plus ``"_hydraguard_truncated": {"bytes": N,
-"dropped": [field names]}``. Replay still sees ``model``, ``max_tokens``, ``logprobs``
+"dropped": [up to 20 field names]}``. Replay still sees ``model``, ``max_tokens``, ``logprobs``
 and the like, but not the prompt.
 """
 
@@ -71,7 +71,7 @@ def audit_record(
     identity: Identity,
     method: str,
     path: str,
-    body: Any,
+    body: Any,  # the parsed JSON object, or the raw JSON bytes as received
     status: int | None,
     usage: tuple[int, int] | Mapping[str, int] | None,
     ts: float,
@@ -104,7 +104,7 @@ def cap_body(body: Any, encoded: bytes, body_cap: int) -> dict[str, Any]:
     """The truncation marker for a body whose JSON (``encoded``) exceeds ``body_cap``."""
     kept: dict[str, Any] = {}
     dropped: list[str] = []
-    room = body_cap - 100  # leave room for the marker itself
+    room = body_cap - 64  # leave room for the marker itself
     for key, value in body.items() if isinstance(body, dict) else ():
         size = len(orjson.dumps(value)) + len(key) + 4
         if size <= room:
@@ -112,31 +112,51 @@ def cap_body(body: Any, encoded: bytes, body_cap: int) -> dict[str, Any]:
             room -= size
         else:
             dropped.append(str(key))
-    kept[TRUNCATED] = {"bytes": len(encoded), "dropped": dropped}
+    kept[TRUNCATED] = {"bytes": len(encoded), "dropped": dropped[:20]}
     return kept
 
 
 def encode_line(record: Mapping[str, Any], body_cap: int) -> bytes:
-    """The record as one JSON line (no newline), its body capped."""
+    """The record as one JSON line (no newline), its body capped. The body may be the parsed
+    object or the raw JSON bytes as received (before any rewrite): those are not re-encoded."""
     body = record.get("body")
     if body is None:
         return orjson.dumps(record)
-    encoded = orjson.dumps(body)
+    if isinstance(body, bytes | bytearray):
+        # Valid JSON holds raw CR/LF only as whitespace (inside strings they are escaped),
+        # so blanking them keeps the document and makes it one line.
+        encoded = bytes(body).replace(b"\r", b" ").replace(b"\n", b" ")
+        if len(encoded) > body_cap:
+            body = orjson.loads(encoded)
+    else:
+        encoded = orjson.dumps(body)
     if len(encoded) > body_cap:
         return orjson.dumps({**record, "body": cap_body(body, encoded, body_cap)})
-    # Splice the already encoded body in rather than encode it a second time.
-    head = orjson.dumps({k: v for k, v in record.items() if k != "body"})
-    return head[:-1] + b',"body":' + encoded + b"}"
+    # Splice the encoded body in rather than encode it (again) as part of the record.
+    keys = list(record)
+    at = keys.index("body")
+    head = orjson.dumps({k: record[k] for k in keys[:at]})[:-1]  # keep the field order
+    tail = orjson.dumps({k: record[k] for k in keys[at + 1 :]})[1:]
+    return (
+        head
+        + (b',"body":' if at else b'"body":')
+        + encoded
+        + (b"," + tail if len(tail) > 1 else tail)
+    )
 
 
 class _Rotating(logging.handlers.RotatingFileHandler):
     """Counts write errors (disk full, permissions) instead of printing tracebacks."""
 
-    def __init__(self, path: str, max_bytes: int, backups: int, on_error: Callable[[], None]) -> None:
-        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True)
+    def __init__(
+        self, path: str, max_bytes: int, backups: int, on_error: Callable[[], None]
+    ) -> None:
+        super().__init__(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
+        )
         self.on_error = on_error
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (stdlib name)
+    def handleError(self, record: logging.LogRecord) -> None:
         self.on_error()
 
 
@@ -180,7 +200,9 @@ class AuditLog:
         self._open = True
 
     @classmethod
-    def from_config(cls, config: AuditConfig, on_drop: Callable[[], None] | None = None) -> AuditLog:
+    def from_config(
+        cls, config: AuditConfig, on_drop: Callable[[], None] | None = None
+    ) -> AuditLog:
         return cls(
             config.path,
             max_bytes=config.max_bytes,

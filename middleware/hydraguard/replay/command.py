@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import PolicyError
 from ..policy.compiled import CompiledPolicy
@@ -27,13 +27,21 @@ from .run import replay_file
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("traffic", type=Path, metavar="TRAFFIC.jsonl", help="traffic log (JSON lines)")
+    parser.add_argument(
+        "traffic", type=Path, metavar="TRAFFIC.jsonl", help="traffic log (JSON lines)"
+    )
     parser.add_argument("--policy", required=True, help="policy file to replay")
     parser.add_argument("--decisions", required=True, type=Path, help="decision lines to write")
     parser.add_argument("--report", type=Path, help="report to write (JSON)")
-    parser.add_argument("--labels", type=Path, help="account labels: benign / attacker (and campaign)")
-    parser.add_argument("--compare", metavar="P2", help="a second policy, replayed on the same traffic")
-    parser.add_argument("--compare-decisions", type=Path, help="decision lines of the --compare policy")
+    parser.add_argument(
+        "--labels", type=Path, help="account labels: benign / attacker (and campaign)"
+    )
+    parser.add_argument(
+        "--compare", metavar="P2", help="a second policy, replayed on the same traffic"
+    )
+    parser.add_argument(
+        "--compare-decisions", type=Path, help="decision lines of the --compare policy"
+    )
     parser.add_argument("--html", type=Path, help="report to write as a self-contained HTML page")
 
 
@@ -46,24 +54,23 @@ def policy_key(source: str, taken: dict[str, Any]) -> str:
 
 async def replay_policies(
     traffic: Path,
-    runs: list[tuple[str, CompiledPolicy, Path | None]],
+    runs: list[tuple[str, CompiledPolicy, BinaryIO | None]],
     labels: dict[str, Label] | None,
+    size: int,
 ) -> dict[str, Any]:
-    """Replay each (source, policy, decisions path) in turn; the report's ``policies`` part."""
-    size = os.path.getsize(traffic)
+    """Replay each (source, policy, decisions file) in turn; the report's ``policies`` part."""
     policies: dict[str, Any] = {}
     for source, policy, decisions in runs:
         progress = Progress.maybe(size, f"replay {policy.name}")
         started = time.perf_counter()
-        if decisions is not None:
-            with open(decisions, "wb", buffering=1 << 20) as out:
-                tally = await replay_file(traffic, policy, decisions=out, labels=labels, progress=progress)
-        else:
-            tally = await replay_file(traffic, policy, labels=labels, progress=progress)
+        tally = await replay_file(
+            traffic, policy, decisions=decisions, labels=labels, progress=progress
+        )
         elapsed = time.perf_counter() - started
+        rate = tally.lines / max(elapsed, 1e-9)
         print(
-            f"{source}: {tally.lines} lines in {elapsed:.1f} s ({tally.lines / max(elapsed, 1e-9):,.0f}/s); "
-            f"admitted {tally.admitted}, refused {tally.refused}, invalid {tally.invalid}",
+            f"{source}: {tally.lines} lines in {elapsed:.1f} s ({rate:,.0f}/s); admitted "
+            f"{tally.admitted}, refused {tally.refused}, invalid {tally.invalid}",
             file=sys.stderr,
         )
         for problem in tally.invalid_lines[:10]:
@@ -93,10 +100,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.traffic.is_file():
         print(f"hydraguard replay: no such traffic log: {args.traffic}", file=sys.stderr)
         return 2
-    runs = [(sources[0], compiled[0], args.decisions)]
-    if args.compare:
-        runs.append((sources[1], compiled[1], args.compare_decisions))
-    policies = asyncio.run(replay_policies(args.traffic, runs, labels))
+    with ExitStack() as files:
+        outputs = [args.decisions, args.compare_decisions if args.compare else None]
+        runs = [
+            (
+                source,
+                policy,
+                files.enter_context(open(out, "wb", buffering=1 << 20)) if out else None,
+            )
+            for source, policy, out in zip(sources, compiled, outputs, strict=False)
+        ]
+        size = args.traffic.stat().st_size
+        policies = asyncio.run(replay_policies(args.traffic, runs, labels, size))
     report = {
         "traffic": str(args.traffic),
         "labels": str(args.labels) if args.labels else None,
@@ -110,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         efficacy = section.get("efficacy")
         if efficacy:
             print(
-                f"{key}: leak {_pct(efficacy['leak'])} of attacker output tokens; benign accounts affected "
+                f"{key}: leak {_pct(efficacy['leak'])} of attacker output tokens; "
+                f"benign accounts affected "
                 f"{efficacy['benign_accounts_affected']}/{efficacy['benign_accounts']} "
                 f"({_pct(efficacy['benign_accounts_affected_share'])}); benign requests refused "
                 f"{efficacy['benign_requests_refused']}/{efficacy['benign_requests']}"

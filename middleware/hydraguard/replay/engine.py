@@ -40,6 +40,7 @@ class Outcome:
     requested: int = 0  # the logged output tokens: what the upstream gave without hydraguard
     shadow_denied: bool = False
     routed: bool = True  # False: no policy route matched, passed through
+    shadow_actions: tuple[str, ...] = ()  # what shadow anomaly rules would have done
 
     def line_dict(self) -> dict[str, object]:
         line: dict[str, object] = {
@@ -72,7 +73,11 @@ class Engine:
     def __init__(self, policy: CompiledPolicy) -> None:
         self.now = 0.0
         self.hydra = HydraGuard(
-            _no_app, policy=policy, storage="memory://", registry=CollectorRegistry(), clock=self.clock
+            _no_app,
+            policy=policy,
+            storage="memory://",
+            registry=CollectorRegistry(),
+            clock=self.clock,
         )
         self.guard = self.hydra.guard
         self.policy = policy
@@ -112,7 +117,9 @@ class Engine:
             facts = dialect.parse(body)  # type: ignore[arg-type]  # checked by _body_problem
         headers = record.get("headers") or {}
         guard = self.guard
-        identity = Identity(account, guard.identifier.tier_for(headers, {}), record.get("ip"), headers)
+        identity = Identity(
+            account, guard.identifier.tier_for(headers, {}), record.get("ip"), headers
+        )
         decision = await guard.decide(identity, facts, now)
         served = 0
         if decision.admitted:
@@ -134,6 +141,7 @@ class Engine:
             ts=ts,
             requested=logged_output,
             shadow_denied=decision.shadow_denied,
+            shadow_actions=tuple(getattr(decision, "shadow_actions", ())),
         )
 
     def _body_problem(self, body: object) -> str | None:

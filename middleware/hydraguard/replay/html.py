@@ -15,11 +15,21 @@ svg{background:#fafafa;border:1px solid #ddd;margin:.3em 1em 1em 0}
 """
 _SERVED, _WITHHELD = "#2a8a4a", "#c0392b"
 _W, _H, _PAD = 560, 200, 44
+_CAMPAIGN_COLUMNS = (
+    "kind",
+    "accounts",
+    "requests",
+    "requests_refused",
+    "output_tokens_requested",
+    "output_tokens_served",
+    "output_tokens_served_share",
+    "time_to_first_action",
+)
 
 
 def _fmt(value: Any) -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -29,18 +39,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _cell(value: Any) -> str:
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    opening = '<td class="n">' if numeric else "<td>"
+    return f"{opening}{escape(_fmt(value))}</td>"
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="n">{escape(_fmt(v))}</td>' if isinstance(v, int | float) and not isinstance(v, bool)
-            else f"<td>{escape(_fmt(v))}</td>"
-            for v in row
-        )
-        + "</tr>"
-        for row in rows
-    )  # fmt: skip
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -96,11 +103,14 @@ def _policy_section(key: str, report: dict[str, Any]) -> str:
             parts.append(
                 _plot(
                     f"{klass}: tokens per {timeline['bucket_seconds'] / 60:g} min",
-                    series["served"], series["withheld"], timeline["start"], timeline["bucket_seconds"],
-                )  # fmt: skip
+                    series["served"],
+                    series["withheld"],
+                    timeline["start"],
+                    timeline["bucket_seconds"],
+                )
             )
         parts.append("</div>")
-    for name in ("by_rule", "by_action"):
+    for name in ("by_rule", "by_action", "by_shadow_action"):
         if totals[name]:
             parts += [f"<h3>{name.replace('_', ' ').capitalize()}</h3>", _pairs(totals[name])]
     if report.get("classes"):
@@ -108,16 +118,21 @@ def _policy_section(key: str, report: dict[str, Any]) -> str:
         rows = [[klass, *(group[c] for c in columns)] for klass, group in report["classes"].items()]
         parts += ["<h3>By class</h3>", _table(["class", *columns], rows)]
     if report.get("campaigns"):
-        columns = ["kind", "accounts", "requests", "requests_refused", "output_tokens_requested",
-                   "output_tokens_served", "output_tokens_served_share", "time_to_first_action"]  # fmt: skip
+        columns = list(_CAMPAIGN_COLUMNS)
         rows = [[name, *(c_[c] for c in columns)] for name, c_ in report["campaigns"].items()]
         parts += ["<h3>Campaigns</h3>", _table(["campaign", *columns], rows)]
     for name, rows in report["top"].items():
         if rows:
             columns = list(rows[0])
-            parts += [f"<h3>Top {name} by action</h3>", _table(columns, [[r[c] for c in columns] for r in rows])]
+            parts += [
+                f"<h3>Top {name} by action</h3>",
+                _table(columns, [[r[c] for c in columns] for r in rows]),
+            ]
     if report["invalid_lines"]:
-        parts += ["<h3>Invalid lines</h3>", _table(["line", "error"], [[r["line"], r["error"]] for r in report["invalid_lines"]])]
+        parts += [
+            "<h3>Invalid lines</h3>",
+            _table(["line", "error"], [[r["line"], r["error"]] for r in report["invalid_lines"]]),
+        ]
     return "\n".join(parts)
 
 

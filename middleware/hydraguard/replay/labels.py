@@ -25,7 +25,9 @@ def parse_labels(data: object) -> dict[str, Label]:
         if isinstance(value, str):
             value = {"class": value}
         if not isinstance(value, dict) or value.get("class") not in CLASSES:
-            raise ValueError(f"label of {account!r}: expected 'benign' or 'attacker', got {value!r}")
+            raise ValueError(
+                f"label of {account!r}: expected 'benign' or 'attacker', got {value!r}"
+            )
         campaign, kind = value.get("campaign"), value.get("kind")
         labels[account] = Label(
             value["class"],

@@ -10,16 +10,14 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from typing import Any
 
 from .engine import Outcome
-from .labels import CLASSES, Label
+from .labels import Label
+from .timeline import Timeline
 
 NOT_DEGRADING = frozenset({"flag"})  # actions that only record
-MINUTE = 60.0
-MAX_BUCKETS = 240  # points per timeline series
 
 
 def degrading(action: str) -> bool:
@@ -33,7 +31,16 @@ def _share(part: float, whole: float) -> float | None:
 class _Group:
     """Counts for a class or a campaign."""
 
-    __slots__ = ("accounts", "affected", "first_action", "first_ts", "refused", "requested", "requests", "served")
+    __slots__ = (
+        "accounts",
+        "affected",
+        "first_action",
+        "first_ts",
+        "refused",
+        "requested",
+        "requests",
+        "served",
+    )
 
     def __init__(self) -> None:
         self.requests = self.refused = self.requested = self.served = 0
@@ -71,7 +78,7 @@ class _Group:
 
 
 class Tally:
-    """Folds decision outcomes, one at a time, into the report (memory: per account, not per line)."""
+    """Folds outcomes, one at a time, into the report (memory grows per account, not per line)."""
 
     def __init__(self, labels: dict[str, Label] | None = None) -> None:
         self.labels = labels
@@ -80,13 +87,14 @@ class Tally:
         self.requested = self.served = 0
         self.by_rule: Counter[str] = Counter()
         self.by_action: Counter[str] = Counter()
+        self.by_shadow_action: Counter[str] = Counter()
         self.invalid_lines: list[dict[str, Any]] = []
-        self.accounts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # requests, refused, acted
+        # account -> [requests, refused, acted]
+        self.accounts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         self.clusters: dict[str, list[Any]] = {}  # cluster -> [requests, refused, acted, accounts]
         self.classes: dict[str, _Group] = defaultdict(_Group)
         self.campaigns: dict[str, _Group] = defaultdict(_Group)
-        # class -> minute -> [served, withheld] output tokens
-        self.timeline: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        self.timeline = Timeline()
 
     def add(self, outcome: Outcome) -> None:
         self.lines += 1
@@ -109,6 +117,8 @@ class Tally:
         for action in outcome.actions:
             self.by_action[action] += 1
             affected = affected or degrading(action)
+        for action in outcome.shadow_actions:
+            self.by_shadow_action[action] += 1
         acted = not admitted or bool(outcome.actions)
         self.with_actions += bool(outcome.actions)
         counts = self.accounts[account]
@@ -124,13 +134,15 @@ class Tally:
             cluster[2] += acted
             cluster[3].add(account)
         label = self.labels.get(account) if self.labels is not None else None
-        klass = label.klass if label is not None else ("unlabelled" if self.labels is not None else "all")
+        klass = (
+            label.klass
+            if label is not None
+            else ("unlabelled" if self.labels is not None else "all")
+        )
         self.classes[klass].add(outcome, affected, acted)
         if label is not None and label.campaign is not None:
             self.campaigns[label.campaign].add(outcome, affected, acted)
-        point = self.timeline[klass][int(outcome.ts // MINUTE)]
-        point[0] += outcome.output_tokens
-        point[1] += outcome.requested - outcome.output_tokens
+        self.timeline.add(klass, outcome.ts, outcome.output_tokens, outcome.requested)
 
     def report(self, top: int = 20) -> dict[str, Any]:
         report: dict[str, Any] = {
@@ -146,6 +158,7 @@ class Tally:
                 "output_tokens_served": self.served,
                 "by_rule": dict(sorted(self.by_rule.items())),
                 "by_action": dict(sorted(self.by_action.items())),
+                "by_shadow_action": dict(sorted(self.by_shadow_action.items())),
             },
             "invalid_lines": self.invalid_lines,
         }
@@ -154,11 +167,14 @@ class Tally:
             report["classes"] = {k: self.classes[k].summary() for k in sorted(self.classes)}
             report["campaigns"] = self._campaigns()
         report["top"] = self._top(top)
-        report["timeline"] = self._timeline()
+        report["timeline"] = self.timeline.summary()
         return report
 
     def _efficacy(self) -> dict[str, Any]:
-        attacker, benign = self.classes.get("attacker", _Group()), self.classes.get("benign", _Group())
+        attacker, benign = (
+            self.classes.get("attacker", _Group()),
+            self.classes.get("benign", _Group()),
+        )
         assert self.labels is not None
         return {
             "leak": _share(attacker.served, attacker.requested),
@@ -188,16 +204,20 @@ class Tally:
                 **group.summary(),
                 "first_ts": first,
                 "first_action_ts": acted,
-                "time_to_first_action": round(acted - first, 3) if acted is not None and first is not None else None,
+                "time_to_first_action": round(acted - first, 3)
+                if acted is not None and first is not None
+                else None,
             }
         return found
 
     def _top(self, top: int) -> dict[str, Any]:
         accounts = sorted(
-            (item for item in self.accounts.items() if item[1][2]), key=lambda item: (-item[1][2], item[0])
+            (item for item in self.accounts.items() if item[1][2]),
+            key=lambda item: (-item[1][2], item[0]),
         )[:top]
         clusters = sorted(
-            (item for item in self.clusters.items() if item[1][2]), key=lambda item: (-item[1][2], item[0])
+            (item for item in self.clusters.items() if item[1][2]),
+            key=lambda item: (-item[1][2], item[0]),
         )[:top]
         labels = self.labels or {}
         return {
@@ -212,23 +232,13 @@ class Tally:
                 for name, c in accounts
             ],
             "clusters": [
-                {"cluster": name, "accounts": len(c[3]), "requests": c[0], "refused": c[1], "acted": c[2]}
+                {
+                    "cluster": name,
+                    "accounts": len(c[3]),
+                    "requests": c[0],
+                    "refused": c[1],
+                    "acted": c[2],
+                }
                 for name, c in clusters
             ],
         }
-
-    def _timeline(self) -> dict[str, Any]:
-        minutes = [m for series in self.timeline.values() for m in series]
-        if not minutes:
-            return {"start": None, "bucket_seconds": MINUTE, "series": {}}
-        first, last = min(minutes), max(minutes)
-        per = max(1, math.ceil((last - first + 1) / MAX_BUCKETS))  # minutes per bucket
-        count = (last - first) // per + 1
-        series: dict[str, Any] = {}
-        for klass in sorted(self.timeline):
-            served, withheld = [0] * count, [0] * count
-            for minute, (s, w) in self.timeline[klass].items():
-                served[(minute - first) // per] += s
-                withheld[(minute - first) // per] += w
-            series[klass] = {"served": served, "withheld": withheld}
-        return {"start": first * MINUTE, "bucket_seconds": per * MINUTE, "series": series}

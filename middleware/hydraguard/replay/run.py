@@ -22,9 +22,11 @@ async def replay_file(
     decisions: BinaryIO | None = None,
     labels: dict[str, Label] | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> Tally:
-    """Replay ``traffic`` through ``policy``; decision lines go to ``decisions`` when given."""
-    engine = Engine(policy)
+    """Replay ``traffic`` through ``policy`` (or a prepared ``engine``); decision lines go
+    to ``decisions`` when given."""
+    engine = engine if engine is not None else Engine(policy)
     tally = Tally(labels)
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     try:

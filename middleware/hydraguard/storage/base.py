@@ -46,7 +46,7 @@ class Verdict:
         return [i for i, wait in enumerate(self.retry_after) if wait > 0]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Charge:
     """A correction to a token reservation, applied to the window it was made in."""
 
@@ -56,7 +56,7 @@ class Charge:
     delta: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lease:
     key: str
     lease_id: str

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from .base import Charge, Check, Lease, Storage, Verdict, retry_after, window_usage
 
+Entry = tuple[float, float, float, int]
 _SWEEP_EVERY = 50_000  # operations between sweeps of idle counters
 
 
@@ -15,8 +16,10 @@ class MemoryStorage(Storage):
     def __init__(self, uri: str = "memory://", *, sliding: bool = True) -> None:
         self.uri = uri
         self.sliding = sliding
-        # key -> [window_id, current, previous, window]; two numbers per limit, whatever the traffic.
-        self._windows: dict[str, list[float]] = {}
+        # key -> (window_id, current, previous, window): two numbers per limit, whatever the
+        # traffic. Tuples of numbers, replaced on update: the garbage collector stops tracking
+        # them, so a large state does not make full collections slow.
+        self._windows: dict[str, Entry] = {}
         self._leases: dict[str, dict[str, float]] = {}  # key -> lease id -> expiry
         self._flags: dict[str, float] = {}  # block flag key -> expiry
         self._ops = 0
@@ -35,7 +38,7 @@ class MemoryStorage(Storage):
         waits = [0.0] * n
         resets = [0.0] * n
         window_ids = [0] * n
-        entries: list[list[float] | None] = [None] * n
+        entries: list[Entry | None] = [None] * n
         windows = self._windows
         sliding = self.sliding
         admitted = all_fit = True
@@ -48,28 +51,33 @@ class MemoryStorage(Storage):
                 if not fits:
                     waits[i] = until - now  # type: ignore[operator]
             elif window == 0:
-                held = self._live_leases(check.key, now)
-                used: float = len(held)
+                held = self._leases.get(check.key)
+                used = len(held) if held else 0.0
+                if used + check.cost > check.limit:
+                    # Only a full lease set is worth purging of leases from dead processes.
+                    held = self._live_leases(check.key, now)
+                    used = len(held)
                 fits = used + check.cost <= check.limit
                 if not fits:
-                    waits[i] = max(min(held.values(), default=now + 1.0) - now, 0.001)
+                    waits[i] = max(min(held.values(), default=now + 1.0) - now, 0.001)  # type: ignore[union-attr]
             else:
                 window_id = int(now // window)
                 elapsed = now - window_id * window
                 entry = windows.get(check.key)
-                if entry is None:
-                    entry = windows[check.key] = [window_id, 0.0, 0.0, window]
-                elif entry[0] != window_id:
-                    entry[2] = entry[1] if entry[0] == window_id - 1 else 0.0
-                    entry[1] = 0.0
-                    entry[0] = window_id
+                if entry is None or entry[0] < window_id:
+                    entry = self._roll(check.key, entry, window_id, window)
+                elif entry[0] > window_id:
+                    # The clock stepped back (out-of-order log lines in a replay): count into
+                    # the newer window rather than wiping it.
+                    window_id, elapsed = int(entry[0]), 0.0
                 entries[i] = entry
-                used = entry[2] * (window - elapsed) / window + entry[1] if sliding else entry[1]
+                _, current, previous, _ = entry
+                used = previous * (window - elapsed) / window + current if sliding else current
                 resets[i] = window - elapsed
                 window_ids[i] = window_id
                 fits = used + check.cost <= check.limit
                 if not fits:
-                    waits[i] = retry_after(entry[2], entry[1], elapsed, window, check.limit, check.cost, sliding)
+                    waits[i] = retry_after(previous, current, elapsed, window, check.limit, check.cost, sliding)
             usage[i] = used
             if not fits:
                 all_fit = False
@@ -84,7 +92,7 @@ class MemoryStorage(Storage):
                     if entry is None:
                         self._leases.setdefault(check.key, {})[lease_id] = now + lease_ttl
                     else:
-                        entry[1] += check.cost
+                        windows[check.key] = (entry[0], entry[1] + check.cost, entry[2], entry[3])
                     usage[i] += check.cost
         self._ops += 1
         if self._ops >= _SWEEP_EVERY:
@@ -97,10 +105,11 @@ class MemoryStorage(Storage):
             if entry is None or charge.delta == 0:
                 continue
             # The reservation's window may have become the previous one since.
-            if entry[0] == charge.window_id:
-                entry[1] = max(entry[1] + charge.delta, 0.0)
-            elif entry[0] == charge.window_id + 1:
-                entry[2] = max(entry[2] + charge.delta, 0.0)
+            wid, current, previous, window = entry
+            if wid == charge.window_id:
+                self._windows[charge.key] = (wid, max(current + charge.delta, 0.0), previous, window)
+            elif wid == charge.window_id + 1:
+                self._windows[charge.key] = (wid, current, max(previous + charge.delta, 0.0), window)
         for lease in leases:
             held = self._leases.get(lease.key)
             if held is not None:
@@ -146,37 +155,39 @@ class MemoryStorage(Storage):
 
     async def merge_windows(self, sources: Sequence[str], target: str, window: int, now: float) -> None:
         window_id = int(now // window)
-        self._counts(target, window_id, window)
-        into = self._windows[target]
+        add_current = add_previous = 0.0
         for key in sources:
             if key == target or key not in self._windows:
                 continue
             current, previous = self._counts(key, window_id, window)
-            into[1] += current
-            into[2] += previous
+            add_current += current
+            add_previous += previous
+        current, previous = self._counts(target, window_id, window)
+        self._windows[target] = (window_id, current + add_current, previous + add_previous, window)
 
     async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
         for key, window, window_id, amount in entries:
-            entry = self._windows.get(key)
-            if entry is None:
-                entry = self._windows[key] = [window_id, 0.0, 0.0, window]
-            if entry[0] == window_id:
-                entry[1] += amount
-            elif entry[0] == window_id + 1:
-                entry[2] += amount
-            elif entry[0] < window_id:
-                entry[2] = entry[1] if entry[0] == window_id - 1 else 0.0
-                entry[0], entry[1] = window_id, amount
+            wid, current, previous, _ = self._windows.get(key) or (window_id, 0.0, 0.0, window)
+            if wid == window_id:
+                self._windows[key] = (wid, current + amount, previous, window)
+            elif wid == window_id + 1:
+                self._windows[key] = (wid, current, previous + amount, window)
+            elif wid < window_id:
+                self._windows[key] = (window_id, amount, current if wid == window_id - 1 else 0.0, window)
+
+    def _roll(self, key: str, entry: Entry | None, window_id: int, window: int) -> Entry:
+        """The counter as of ``window_id``: the current count becomes the previous one."""
+        if entry is None:
+            rolled: Entry = (window_id, 0.0, 0.0, window)
+        else:
+            rolled = (window_id, 0.0, entry[1] if entry[0] == window_id - 1 else 0.0, window)
+        self._windows[key] = rolled
+        return rolled
 
     def _counts(self, key: str, window_id: int, window: int) -> tuple[float, float]:
         entry = self._windows.get(key)
-        if entry is None:
-            self._windows[key] = [window_id, 0.0, 0.0, window]
-            return 0.0, 0.0
-        if entry[0] != window_id:
-            entry[2] = entry[1] if entry[0] == window_id - 1 else 0.0
-            entry[1] = 0.0
-            entry[0] = window_id
+        if entry is None or entry[0] != window_id:
+            entry = self._roll(key, entry, window_id, window)
         return entry[1], entry[2]
 
     def _live_leases(self, key: str, now: float) -> dict[str, float]:

@@ -9,6 +9,8 @@ Detectors never read the wall clock: ``event.ts`` and ``now`` are the clock.
 
 from __future__ import annotations
 
+from array import array
+
 from typing import Any, Literal, Protocol
 
 from hydraguard.assess.events import RequestEvent
@@ -48,7 +50,8 @@ class Ring:
 
     def __init__(self, capacity: int, values: list[float] | None = None, pos: int = 0) -> None:
         self.capacity = capacity
-        self.values: list[float] = list(values or ())[:capacity]
+        # array, not list: numbers only, so the garbage collector never has to scan it
+        self.values = array("d", list(values or ())[:capacity])
         self.pos = pos % capacity if self.values else 0
         self.total = float(sum(self.values))
 
