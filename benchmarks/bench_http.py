@@ -33,9 +33,8 @@ from typing import Any
 
 import httpx
 import uvicorn
-from uvicorn.supervisors import Multiprocess
-
 import variants
+from uvicorn.supervisors import Multiprocess
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -50,7 +49,14 @@ def free_port() -> int:
 def start_server(
     variant: str, port: int, storage: str, workers: int, stats_dir: str, timeout: float | None
 ) -> subprocess.Popen[bytes]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve", variant, str(port), str(workers)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve",
+        variant,
+        str(port),
+        str(workers),
+    ]
     env = {**os.environ, "BENCH_STORAGE": storage, "BENCH_STATS_DIR": stats_dir}
     if timeout is not None:
         env["BENCH_STORAGE_TIMEOUT"] = str(timeout)
@@ -118,7 +124,9 @@ def measure(variant: str, args: argparse.Namespace, storage: str, workers: int) 
         for file in Path(stats_dir).glob("*.json"):
             for name, count in json.loads(file.read_text(encoding="utf-8")).items():
                 decisions[name] = decisions.get(name, 0.0) + count
-    failures = sum(result[k] + warm[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors"))
+    failures = sum(
+        result[k] + warm[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors")
+    )
     sent = warm["requests"] + result["requests"]
     # wrk counts completed responses; the server may have allowed a few more still in flight at the end.
     fallbacks = sum(n for name, n in decisions.items() if name != "allow")
@@ -141,7 +149,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             label = variant if storage.startswith("memory") else f"hydraguard-redis-{workers}w"
             result = measure(variant, args, storage, workers)
             runs.setdefault(label, []).append(result)
-            print(f"  {label:<22} {result['rps']:>8.0f} req/s {' '.join(result['problems'])}", flush=True)
+            print(
+                f"  {label:<22} {result['rps']:>8.0f} req/s {' '.join(result['problems'])}",
+                flush=True,
+            )
     bare = statistics.median(r["rps"] for r in runs["bare"])
     results = {
         label: {
@@ -202,7 +213,9 @@ def serve(variant: str, port: int, workers: int) -> None:
         Multiprocess(config, sockets=[sock]).run()
 
 
-async def _generate(url: str, duration: float, connections: int, accounts: int, prefix: str) -> dict[str, Any]:
+async def _generate(
+    url: str, duration: float, connections: int, accounts: int, prefix: str
+) -> dict[str, Any]:
     """Fallback load generator (no wrk): ``connections`` keep-alive workers POSTing in a loop."""
     latencies: list[float] = []
     counts = {"requests": 0, "non_2xx": 0, "read_errors": 0}
@@ -216,7 +229,9 @@ async def _generate(url: str, duration: float, connections: int, accounts: int, 
             began = time.perf_counter()
             try:
                 response = await client.post(
-                    url, content=variants.BODY, headers={**headers, "x-account-id": f"{prefix}-{i % accounts}"}
+                    url,
+                    content=variants.BODY,
+                    headers={**headers, "x-account-id": f"{prefix}-{i % accounts}"},
                 )
             except httpx.TransportError:
                 counts["read_errors"] += 1
@@ -229,7 +244,9 @@ async def _generate(url: str, duration: float, connections: int, accounts: int, 
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=connections)) as client:
         await asyncio.gather(*(worker(client, n * 997) for n in range(connections)))
     latencies.sort()
-    pick = (lambda q: latencies[int(q * (len(latencies) - 1))] * 1e6) if latencies else (lambda q: 0.0)
+    pick = (
+        (lambda q: latencies[int(q * (len(latencies) - 1))] * 1e6) if latencies else (lambda q: 0.0)
+    )
     return {
         **counts, "duration_us": (time.perf_counter() - began) * 1e6, "connect_errors": 0, "write_errors": 0,
         "timeouts": 0, "latency_p50_us": pick(0.5), "latency_p99_us": pick(0.99),
@@ -243,15 +260,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     if argv[:1] == ["--generator"]:
         url, duration, connections, accounts, prefix = argv[1:6]
-        print(json.dumps(asyncio.run(_generate(url, float(duration), int(connections), int(accounts), prefix))))
+        print(
+            json.dumps(
+                asyncio.run(
+                    _generate(url, float(duration), int(connections), int(accounts), prefix)
+                )
+            )
+        )
         return None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per variant and round")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each measurement")
+    parser.add_argument(
+        "--duration", type=int, default=10, help="seconds of load per variant and round"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of load before each measurement"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--redis", help="also run HydraGuard on this Redis URL with 1 and 2 uvicorn workers")
+    parser.add_argument(
+        "--redis", help="also run HydraGuard on this Redis URL with 1 and 2 uvicorn workers"
+    )
     parser.add_argument(
         "--redis-timeout", type=float, default=1.0,
         help="policy storage.timeout (s) for the Redis rows; the shipped 0.05 s also times out on event-loop lag "
@@ -264,7 +293,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     (OUT / "http.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     problems = {label: r["problems"] for label, r in report["results"].items() if r["problems"]}
     if problems:
-        raise SystemExit(f"invalid rows (a benchmark of refusals or fallbacks is worthless): {problems}")
+        raise SystemExit(
+            f"invalid rows (a benchmark of refusals or fallbacks is worthless): {problems}"
+        )
     return report
 
 

@@ -1,10 +1,12 @@
 """Per-request overhead by direct ASGI calls (no sockets): bare vs slowapi vs limits vs HydraGuard.
 
-    python benchmarks/bench_overhead.py [--calls 20000] [--reps 5] [--storage redis://127.0.0.1:6379/14]
+    python benchmarks/bench_overhead.py [--calls 20000] [--reps 7] [--storage redis://127.0.0.1:6379/14]
 
 Each call gets a fresh copy of a pre-built scope (accounts rotate over --accounts ids, so
 no per-account limit is reached) and uvicorn-like receive/send callables. Variants run
-interleaved, one block of --calls per repetition; the figure is the median µs per call.
+interleaved, one block of --calls per repetition. Reported per variant: the median µs
+per call, the added µs over bare (median over repetitions of variant minus bare in the
+same repetition), the best repetition, and the median CPU µs (this process) per call.
 Before timing, every limited variant must refuse the 61st request of one account (proof
 that it really limits); during timing every response must be 200, and HydraGuard's own
 metrics must show only plain allows (no storage fallback), or the run fails.
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import secrets
 import statistics
 import sys
@@ -24,10 +27,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import variants
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message
-
-import variants
 
 OUT = Path(__file__).resolve().parent / "out"
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -123,42 +125,58 @@ async def proves_limiting(variant: str, storage: str) -> bool:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    prefix = f"acct-{secrets.token_hex(4)}"  # fresh ids per run: shared Redis may hold earlier counts
+    prefix = (
+        f"acct-{secrets.token_hex(4)}"  # fresh ids per run: shared Redis may hold earlier counts
+    )
     scopes = make_scopes(args.accounts, prefix)
     for variant in variants.VARIANTS[1:]:
         if not await proves_limiting(variant, args.storage):
-            raise SystemExit(f"{variant}: did not refuse the 61st request of one account; not benchmarking it")
+            raise SystemExit(
+                f"{variant}: did not refuse the 61st request of one account; not benchmarking it"
+            )
     registry = CollectorRegistry()
     apps = {
-        v: variants.build(v, args.storage, registry if v == "hydraguard" else None) for v in variants.VARIANTS
+        v: variants.build(v, args.storage, registry if v == "hydraguard" else None)
+        for v in variants.VARIANTS
     }
     cursor = 0
-    for app in apps.values():  # warm-up: imports, caches, Redis connections, Starlette's middleware stack
+    for (
+        app
+    ) in apps.values():  # warm-up: imports, caches, Redis connections, Starlette's middleware stack
         await drive(app, scopes, args.warmup, cursor)
     cursor += args.warmup
-    per_call: dict[str, list[float]] = {v: [] for v in apps}
+    wall: dict[str, list[float]] = {v: [] for v in apps}
+    cpu: dict[str, list[float]] = {v: [] for v in apps}
     statuses: dict[str, Counter[int]] = {v: Counter() for v in apps}
     for rep in range(args.reps):
-        order = list(apps)[rep % len(apps) :] + list(apps)[: rep % len(apps)]  # rotate to spread drift
+        order = (
+            list(apps)[rep % len(apps) :] + list(apps)[: rep % len(apps)]
+        )  # rotate to spread drift
         for variant in order:
             gc.collect()
-            seconds, got = await drive(apps[variant], scopes, args.calls, cursor)
-            per_call[variant].append(seconds / args.calls * 1e6)
+            seconds, cpu_seconds, got = await drive(apps[variant], scopes, args.calls, cursor)
+            wall[variant].append(seconds / args.calls * 1e6)
+            cpu[variant].append(cpu_seconds / args.calls * 1e6)
             statuses[variant].update(got)
         cursor += args.calls
     decisions = variants.decision_counts(registry)
-    expected_allows = (args.warmup + args.reps * args.calls)
+    expected_allows = args.warmup + args.reps * args.calls
     bad = {v: {s: n for s, n in c.items() if s != 200} for v, c in statuses.items()}
-    bare = statistics.median(per_call["bare"])
     results = {
         v: {
-            "median_us": statistics.median(values),
-            "min_us": min(values),
-            "added_us": statistics.median(values) - bare,
-            "runs_us": values,
+            "median_us": statistics.median(wall[v]),
+            # Per repetition minus bare's block of the same repetition: steadier than a
+            # difference of medians when the machine's speed drifts during the run.
+            "added_us": statistics.median(
+                x - b for x, b in zip(wall[v], wall["bare"], strict=True)
+            ),
+            "best_us": min(wall[v]),
+            "added_best_us": min(wall[v]) - min(wall["bare"]),
+            "cpu_median_us": statistics.median(cpu[v]),
+            "runs_us": wall[v],
             "non_200": sum(bad[v].values()),
         }
-        for v, values in per_call.items()
+        for v in apps
     }
     report = {
         "benchmark": "overhead",
@@ -167,23 +185,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "reps": args.reps,
         "accounts": args.accounts,
         "python": sys.version.split()[0],
+        "nproc": os.cpu_count(),
+        "loadavg_after": os.getloadavg(),
         "hydraguard_decisions": decisions,
         "results": results,
     }
     if any(bad.values()) or decisions != {"allow": expected_allows}:
         print(json.dumps(report, indent=2))
-        raise SystemExit(f"invalid run: non-200 responses {bad} or HydraGuard decisions {decisions}")
+        raise SystemExit(
+            f"invalid run: non-200 responses {bad} or HydraGuard decisions {decisions}"
+        )
     return report
 
 
 def table(report: dict[str, Any]) -> str:
     lines = [
         f"storage {report['storage']}, {report['calls']} calls x {report['reps']} reps",
-        f"{'variant':<12} {'µs/call':>9} {'min':>9} {'added µs':>9} {'non-200':>8}",
+        f"{'variant':<12} {'µs/call':>8} {'added':>7} {'best':>7} {'added':>7} {'cpu µs':>7} {'non-200':>8}",
     ]
     for variant, r in report["results"].items():
         lines.append(
-            f"{variant:<12} {r['median_us']:>9.1f} {r['min_us']:>9.1f} {r['added_us']:>9.1f} {r['non_200']:>8}"
+            f"{variant:<12} {r['median_us']:>8.1f} {r['added_us']:>7.1f} {r['best_us']:>7.1f}"
+            f" {r['added_best_us']:>7.1f} {r['cpu_median_us']:>7.1f} {r['non_200']:>8}"
         )
     return "\n".join(lines)
 
@@ -191,10 +214,12 @@ def table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--storage", default="memory://", help="memory:// or a Redis URL for every variant")
+    parser.add_argument(
+        "--storage", default="memory://", help="memory:// or a Redis URL for every variant"
+    )
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
     print(table(report))

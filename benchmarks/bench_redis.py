@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import variants
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage as LimitsRedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-import variants
 from hydraguard.admit.plan import Plan, Planner
 from hydraguard.policy.compiled import WindowLimit
 from hydraguard.storage.base import Lease
@@ -53,8 +53,12 @@ def percentile(sorted_values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"acct-{secrets.token_hex(4)}"  # fresh ids: earlier runs' counts stay out of the way
     planner = Planner(variants.bench_policy())
-    plans: list[Plan] = [planner.plan(f"{prefix}-{i}", "default", TOKENS) for i in range(args.accounts)]
-    windows = [(i, limit) for i, limit in enumerate(plans[0].limits) if isinstance(limit, WindowLimit)]
+    plans: list[Plan] = [
+        planner.plan(f"{prefix}-{i}", "default", TOKENS) for i in range(args.accounts)
+    ]
+    windows = [
+        (i, limit) for i, limit in enumerate(plans[0].limits) if isinstance(limit, WindowLimit)
+    ]
     items: list[tuple[RateLimitItem, str, int]] = [
         (RateLimitItemPerSecond(limit.amount, limit.window), limit.rule, plans[0].checks[i].cost)
         for i, limit in windows
@@ -80,7 +84,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         timings["hydraguard"].append(time.perf_counter() - began)
         if not verdict.admitted:
             raise SystemExit(f"HydraGuard refused a benchmark decision: {verdict}")
-        storage.settle([], [Lease(plan.checks[i].key, lease_id) for i in plan.lease_checks], time.time())
+        storage.settle(
+            [], [Lease(plan.checks[i].key, lease_id) for i in plan.lease_checks], time.time()
+        )
         await storage.drain()
 
     def limits_hits(count: int) -> Callable[[], Awaitable[None]]:
@@ -132,7 +138,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     for name in results:
         if name.startswith("limits"):
-            results[name]["x_hydraguard"] = results[name]["median_us"] / results["hydraguard"]["median_us"]
+            results[name]["x_hydraguard"] = (
+                results[name]["median_us"] / results["hydraguard"]["median_us"]
+            )
     return {
         "benchmark": "redis",
         "redis": args.redis,
@@ -159,7 +167,9 @@ def table(report: dict[str, Any]) -> str:
     ]
     for name, r in report["results"].items():
         vs = f"{r['x_hydraguard']:.2f}" if "x_hydraguard" in r else "-"
-        lines.append(f"{name:<12} {r['median_us']:>10.0f} {r['p99_us']:>8.0f} {r['x_ping']:>7.2f} {vs:>13}")
+        lines.append(
+            f"{name:<12} {r['median_us']:>10.0f} {r['p99_us']:>8.0f} {r['x_ping']:>7.2f} {vs:>13}"
+        )
     return "\n".join(lines)
 
 

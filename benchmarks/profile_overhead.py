@@ -47,7 +47,9 @@ def report(stats: pstats.Stats, calls: int, top: int) -> str:
     lines = [f"total profiled time {total / calls * 1e6:.1f} µs/request (cProfile-inflated)", ""]
     lines.append(f"{'own µs/req':>10} {'cum µs/req':>10} {'calls/req':>9}  function")
     for tt, cum, nc, (file, line, func) in rows[:top]:
-        lines.append(f"{tt / calls * 1e6:>10.2f} {cum / calls * 1e6:>10.2f} {nc / calls:>9.1f}  {_where(file)}:{line}({func})")
+        lines.append(
+            f"{tt / calls * 1e6:>10.2f} {cum / calls * 1e6:>10.2f} {nc / calls:>9.1f}  {_where(file)}:{line}({func})"
+        )
     modules: dict[str, float] = defaultdict(float)
     for tt, _, _, (file, _, _) in rows:
         modules[_where(file).split(":")[0]] += tt

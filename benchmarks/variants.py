@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 from limits import parse
-from limits.storage import storage_from_string
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
 from prometheus_client import CollectorRegistry
 from slowapi import Limiter, _rate_limit_exceeded_handler
 from slowapi.errors import RateLimitExceeded
@@ -47,14 +47,20 @@ ACCOUNT_HEADER = "x-account-id"
 PER_ACCOUNT = "60/minute"  # the default tier's tightest request limit, used by every peer
 HUGE = 10**12
 BODY = json.dumps(
-    {"model": "bench", "messages": [{"role": "user", "content": "Say hello in one word."}], "max_tokens": 16}
+    {
+        "model": "bench",
+        "messages": [{"role": "user", "content": "Say hello in one word."}],
+        "max_tokens": 16,
+    }
 ).encode()
 COMPLETION = {
     "id": "chatcmpl-bench",
     "object": "chat.completion",
     "created": 1764230400,
     "model": "bench",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}],
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}
+    ],
     "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16},
 }
 VARIANTS = ("bare", "slowapi", "limits", "hydraguard")
@@ -76,7 +82,9 @@ def bench_policy() -> CompiledPolicy:
     data["global"]["tokens"] = f"{HUGE}/minute"
     if os.environ.get("BENCH_STORAGE_TIMEOUT"):  # bench_http's Redis rows (see README)
         data["storage"]["timeout"] = float(os.environ["BENCH_STORAGE_TIMEOUT"])
-    return compile_policy(parse_policy(yaml.safe_dump(data), "bench-default.yaml"), source="bench-default.yaml")
+    return compile_policy(
+        parse_policy(yaml.safe_dump(data), "bench-default.yaml"), source="bench-default.yaml"
+    )
 
 
 def _account_key(request: Request) -> str:
@@ -87,10 +95,16 @@ class LimitsMiddleware:
     """Two ``limits`` checks per request; ``limits`` ships no ASGI middleware, so this is the
     smallest correct one (hit each limit, 429 on the first refusal)."""
 
-    def __init__(self, app: ASGIApp, *, storage: str = "memory://", limits: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, *, storage: str = "memory://", limits: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
-        options: dict[str, Any] = {} if storage.startswith("memory") else {"implementation": "redispy"}
-        self.limiter = SlidingWindowCounterRateLimiter(storage_from_string("async+" + storage, **options))
+        options: dict[str, Any] = (
+            {} if storage.startswith("memory") else {"implementation": "redispy"}
+        )
+        self.limiter = SlidingWindowCounterRateLimiter(
+            storage_from_string("async+" + storage, **options)
+        )
         self.items = [parse(text) for text in limits]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,12 +118,16 @@ class LimitsMiddleware:
                 break
         for item in self.items:
             if not await self.limiter.hit(item, account):
-                await JSONResponse({"error": {"message": "rate limited"}}, status_code=429)(scope, receive, send)
+                await JSONResponse({"error": {"message": "rate limited"}}, status_code=429)(
+                    scope, receive, send
+                )
                 return
         await self.app(scope, receive, send)
 
 
-def build(variant: str, storage: str = "memory://", registry: CollectorRegistry | None = None) -> Starlette:
+def build(
+    variant: str, storage: str = "memory://", registry: CollectorRegistry | None = None
+) -> Starlette:
     """One variant of the app; ``registry`` receives HydraGuard's metrics (fresh one if None)."""
     middleware: list[Middleware] = []
     limiter: Limiter | None = None
@@ -117,10 +135,14 @@ def build(variant: str, storage: str = "memory://", registry: CollectorRegistry 
         limiter = Limiter(key_func=_account_key, default_limits=[PER_ACCOUNT], storage_uri=storage)
         middleware.append(Middleware(SlowAPIMiddleware))
     elif variant == "limits":
-        middleware.append(Middleware(LimitsMiddleware, storage=storage, limits=(PER_ACCOUNT, "3000/day")))
+        middleware.append(
+            Middleware(LimitsMiddleware, storage=storage, limits=(PER_ACCOUNT, "3000/day"))
+        )
     elif variant == "hydraguard":
         registry = registry if registry is not None else CollectorRegistry()
-        middleware.append(Middleware(HydraGuard, policy=bench_policy(), storage=storage, registry=registry))
+        middleware.append(
+            Middleware(HydraGuard, policy=bench_policy(), storage=storage, registry=registry)
+        )
     elif variant != "bare":
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     app = Starlette(
@@ -145,9 +167,7 @@ def decision_counts(registry: CollectorRegistry) -> dict[str, float]:
     return counts
 
 
-def _stats_lifespan(
-    variant: str, registry: CollectorRegistry | None
-) -> Callable[[Starlette], Any]:
+def _stats_lifespan(variant: str, registry: CollectorRegistry | None) -> Callable[[Starlette], Any]:
     """Under uvicorn, write HydraGuard's decision counts on shutdown so the HTTP benchmark
     can prove every request was a real, storage-backed allow (BENCH_STATS_DIR)."""
 

@@ -7,7 +7,6 @@ Off (404) unless the policy or its environment variable gives a token; every cal
 from __future__ import annotations
 
 import hmac
-import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -83,7 +82,7 @@ class AdminAPI:
         if tier not in policy.tiers:
             return JSONResponse({"error": f"unknown tier {tier!r}"}, status_code=400)
         storage = self.guard.storage.primary
-        now = time.time()
+        now = self.guard.clock()
         plan = self.guard.guard.gate.planner.plan(account, tier, 0)
         usage = await storage.usage(plan.checks, now)
         limits: list[dict[str, Any]] = []
@@ -119,7 +118,7 @@ class AdminAPI:
         info = await _maybe_await(guard.linker.index.explain(cluster))
         if info is None:
             return JSONResponse({"error": f"no cluster {cluster!r} of two or more accounts"}, status_code=404)
-        now = time.time()
+        now = self.guard.clock()
         tier = request.query_params.get("tier", guard.policy.default_tier)
         plan = guard.gate.planner.plan(info.members[0], tier, 0, cluster)
         usage = await self.guard.storage.primary.usage(plan.checks, now)
@@ -156,10 +155,12 @@ class AdminAPI:
         linker = self.guard.guard.linker
         if linker is None:
             return JSONResponse({"error": "clustering is off in this policy"}, status_code=404)
-        cluster = await _maybe_await(linker.index.link(a, b, reason or "operator", time.time()))
+        now = self.guard.clock()
+        cluster = await _maybe_await(linker.index.link(a, b, reason or "operator", now))
         linker.forget(a, b)
         if linker.merges:
-            await self.guard.guard._carry_usage(linker.take_merges(), self.guard.policy.default_tier, time.time())
+            tier = self.guard.policy.default_tier
+            await self.guard.guard._carry_usage(linker.take_merges(), tier, now)
         return JSONResponse({"a": a, "b": b, "cluster": cluster})
 
     async def unlink(self, request: Request) -> Response:
@@ -189,7 +190,8 @@ class AdminAPI:
                 {"error": f'send {{"seconds": N}} with 0 < N <= {MAX_BLOCK_SECONDS}'}, status_code=400
             )
         account = request.path_params["account"]
-        await self.guard.storage.primary.set_flag(account_prefix(account) + BLOCK_SUFFIX, seconds, time.time())
+        key = account_prefix(account) + BLOCK_SUFFIX
+        await self.guard.storage.primary.set_flag(key, seconds, self.guard.clock())
         return JSONResponse({"account": account, "blocked_seconds": seconds})
 
     async def unblock(self, request: Request) -> Response:

@@ -114,8 +114,9 @@ class Guard:
                 stream_usage=policy.stream_usage, cap=decision.output_cap, strip=decision.strip,
             )
             receive = replay_receive(body, receive)
-        if decision.delay and not await self._hold(decision):
-            self.gate.settle(decision, 0, self.clock())  # refused after all: refund the tokens
+        if decision.delay and not await self._hold_or_refund(decision):
+            self.metrics.decision(policy.name, route.name, "deny", decision.rule)
+            self._count_actions(decision)
             await send_error(
                 send, dialect, 429, "Too many requests are being held; retry later.", "rate_limit_exceeded",
                 headers=[(b"retry-after", str(max(1, round(decision.delay))).encode()), *extra],
@@ -159,6 +160,7 @@ class Guard:
             decision.output_cap = effects.cap
             decision.strip = effects.strip
             decision.delay = effects.delay
+            decision.anomaly_rule = effects.rule
             if effects.block or (decision.admitted and not decision.shadow_denied):
                 decision.rule = effects.rule if effects.applied else decision.rule
         return decision
@@ -170,6 +172,18 @@ class Guard:
         if effects.cap is not None and facts is not None:
             ceiling = self.policy.tiers[identity.tier].max_output_tokens
             facts.max_tokens = min(facts.max_tokens if facts.max_tokens is not None else ceiling, effects.cap)
+
+    async def _hold_or_refund(self, decision: Decision) -> bool:
+        """Hold a delayed request; when it is refused after all, or the client goes away while
+        held, refund its tokens and release its concurrency slots."""
+        try:
+            held = await self._hold(decision)
+        except BaseException:
+            self.gate.settle(decision, 0, self.clock())
+            raise
+        if not held:
+            self.gate.settle(decision, 0, self.clock())
+        return held
 
     async def _hold(self, decision: Decision) -> bool:
         """The delay action: hold the request without blocking the loop, a bounded number at once."""
@@ -207,7 +221,7 @@ class Guard:
             self.learning.learn(decision, facts, input_tokens, output_tokens, status, defer)
 
     def _count_actions(self, decision: Decision) -> None:
-        rule = decision.rule or "none"
+        rule = decision.anomaly_rule or "none"
         for action in decision.actions:
             self.metrics.anomaly_actions.labels(self.policy.name, rule, action, "enforce").inc()
         for action in decision.shadow_actions:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -33,7 +33,9 @@ async def chat(request: Request) -> JSONResponse:
 UPSTREAM = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
-def policy(on_error: str, *, requests: str = "1000/minute", replicas: int = 1, timeout: float = 0.05):
+def policy(
+    on_error: str, *, requests: str = "1000/minute", replicas: int = 1, timeout: float = 0.05
+):
     text = f"""
 tiers:
   default:
@@ -48,6 +50,15 @@ storage:
   breaker_reset: 0.5
 """
     return compile_policy(parse_policy(text, "failover.yaml"))
+
+
+@pytest.fixture
+async def guards() -> AsyncIterator[list[HydraGuard]]:
+    """Every HydraGuard a test makes is closed, even when the test fails."""
+    made: list[HydraGuard] = []
+    yield made
+    for guard in made:
+        await guard.aclose()
 
 
 @pytest.fixture
@@ -71,9 +82,12 @@ def client_for(guard: HydraGuard) -> httpx.AsyncClient:
 
 
 @pytest.mark.parametrize(("mode", "status"), [("open", 200), ("closed", 503)])
-async def test_down_redis_open_admits_closed_refuses(server: RedisServer, mode: str, status: int) -> None:
+async def test_down_redis_open_admits_closed_refuses(
+    guards: list[HydraGuard], server: RedisServer, mode: str, status: int
+) -> None:
     registry = CollectorRegistry()
     guard = HydraGuard(UPSTREAM, policy=policy(mode), storage=server.url, registry=registry)
+    guards.append(guard)
     async with client_for(guard) as client:
         assert (await post(client)).status_code == 200
         server.stop()
@@ -87,22 +101,36 @@ async def test_down_redis_open_admits_closed_refuses(server: RedisServer, mode: 
         assert body["error"]["reason"] == "storage"
     # Ten decisions against a dead server: bounded by the timeout, then the breaker.
     assert elapsed < 2.0
-    assert registry.get_sample_value("hydraguard_storage_errors_total", {"operation": "acquire"}) >= 3
+    assert (
+        registry.get_sample_value("hydraguard_storage_errors_total", {"operation": "acquire"}) >= 3
+    )
     assert registry.get_sample_value("hydraguard_storage_breaker_open") == 1
     decision = "storage_open" if mode == "open" else "storage_closed"
-    assert registry.get_sample_value(
-        "hydraguard_decisions_total",
-        {"policy": "default", "route": "/v1/chat/completions", "decision": decision,
-         "rule": "none" if mode == "open" else "storage"},
-    ) == 10
-    await guard.aclose()
+    assert (
+        registry.get_sample_value(
+            "hydraguard_decisions_total",
+            {
+                "policy": "default",
+                "route": "/v1/chat/completions",
+                "decision": decision,
+                "rule": "none" if mode == "open" else "storage",
+            },
+        )
+        == 10
+    )
 
 
-async def test_local_mode_scales_limits_and_pushes_usage_back(server: RedisServer) -> None:
+async def test_local_mode_scales_limits_and_pushes_usage_back(
+    guards: list[HydraGuard], server: RedisServer
+) -> None:
     registry = CollectorRegistry()
     guard = HydraGuard(
-        UPSTREAM, policy=policy("local", requests="20/minute", replicas=4), storage=server.url, registry=registry
+        UPSTREAM,
+        policy=policy("local", requests="20/minute", replicas=4),
+        storage=server.url,
+        registry=registry,
     )
+    guards.append(guard)
     async with client_for(guard) as client:
         server.stop()
         statuses = [(await post(client)).status_code for _ in range(8)]
@@ -116,16 +144,25 @@ async def test_local_mode_scales_limits_and_pushes_usage_back(server: RedisServe
         plan = guard.guard.gate.planner.plan("a1", "default", 0)
         usage = await guard.storage.primary.usage(plan.checks, time.time())
     # 5 admitted locally + 1 on Redis: nothing admitted during the outage was lost.
-    requests_index = next(i for i, limit in enumerate(plan.limits) if limit.rule.endswith("20/minute"))
+    requests_index = next(
+        i for i, limit in enumerate(plan.limits) if limit.rule.endswith("20/minute")
+    )
     assert usage[requests_index] == pytest.approx(6, abs=0.01)
     assert registry.get_sample_value("hydraguard_storage_breaker_open") == 0
-    await guard.aclose()
 
 
-async def test_slow_redis_is_bounded_by_the_timeout(server: RedisServer) -> None:
+async def test_slow_redis_is_bounded_by_the_timeout(
+    guards: list[HydraGuard], server: RedisServer
+) -> None:
     import redis.asyncio as aredis
 
-    guard = HydraGuard(UPSTREAM, policy=policy("open", timeout=0.05), storage=server.url, registry=CollectorRegistry())
+    guard = HydraGuard(
+        UPSTREAM,
+        policy=policy("open", timeout=0.05),
+        storage=server.url,
+        registry=CollectorRegistry(),
+    )
+    guards.append(guard)
     blocker = aredis.Redis(port=server.port)
     async with client_for(guard) as client:
         assert (await post(client)).status_code == 200
@@ -138,12 +175,14 @@ async def test_slow_redis_is_bounded_by_the_timeout(server: RedisServer) -> None
     assert response.status_code == 200
     assert elapsed < 0.5  # not the second the server is asleep
     await blocker.aclose()
-    await guard.aclose()
 
 
-async def test_recovery_under_load_is_automatic(server: RedisServer) -> None:
+async def test_recovery_under_load_is_automatic(
+    guards: list[HydraGuard], server: RedisServer
+) -> None:
     registry = CollectorRegistry()
     guard = HydraGuard(UPSTREAM, policy=policy("open"), storage=server.url, registry=registry)
+    guards.append(guard)
     async with client_for(guard) as client:
 
         async def load(seconds: float) -> list[int]:
@@ -165,4 +204,3 @@ async def test_recovery_under_load_is_automatic(server: RedisServer) -> None:
     plan = guard.guard.gate.planner.plan("acct-0", "default", 0)
     usage = await guard.storage.primary.usage(plan.checks, time.time())
     assert usage[1] >= 1  # decisions after recovery are counted on Redis again
-    await guard.aclose()

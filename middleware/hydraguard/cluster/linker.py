@@ -40,10 +40,18 @@ class Linker:
         else:
             self.index = ClusterIndex(config, on_merge=self._merged)
         self._known: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # Clusters this process saw merged away: a cached mapping to one of them is stale,
+        # so that account is decided on a fresh read (else it would spend a dead cluster's quota).
+        self._absorbed: set[str] = set()
         self._pending: set[asyncio.Task[None]] = set()
 
     def _merged(self, absorbed: list[str], survivor: str) -> None:
         self.merges.append((list(absorbed), survivor))
+        if self.shared:
+            if len(self._absorbed) >= _CACHE:
+                self._absorbed.clear()
+                self._known.clear()
+            self._absorbed.update(absorbed)
 
     def take_merges(self) -> list[tuple[list[str], str]]:
         merges, self.merges = self.merges, []
@@ -57,7 +65,7 @@ class Linker:
         if not self.shared:
             return self.index.observe_sized(account, signals, now)  # type: ignore[no-any-return]
         known = self._known.get(account)
-        if known is None:
+        if known is None or known[0] in self._absorbed:
             known = await self.index.observe_sized(account, signals, now)
             self._remember(account, known)
             return known
@@ -96,6 +104,7 @@ class Linker:
             self._known.pop(account, None)
         if not accounts:
             self._known.clear()
+            self._absorbed.clear()  # a split can bring an absorbed id back
 
     async def drain(self) -> None:
         while self._pending:

@@ -113,6 +113,9 @@ class Storage(ABC):
     async def ping(self) -> bool:
         return True
 
+    async def reset_connections(self) -> None:
+        """Forget any connections, so the next call connects afresh (no-op without any)."""
+
     async def aclose(self) -> None:
         await self.drain()
 

@@ -216,6 +216,10 @@ class RedisStorage(Storage):
             removed += await self.client.delete(key)
         return removed
 
+    async def reset_connections(self) -> None:
+        """Drop pooled connections (after an outage they may point at a dead server process)."""
+        await self.client.connection_pool.disconnect()
+
     async def ping(self) -> bool:
         return bool(await self.client.ping())
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from ..errors import StorageError
@@ -76,6 +77,7 @@ class ResilientStorage:
         # recovery so the shared windows still see it: (key, window, window id) -> amount.
         self.owed: dict[tuple[str, int, int], float] = {}
         self._flushing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def acquire(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
@@ -111,6 +113,8 @@ class ResilientStorage:
         if self.breaker.opened_at is not None and not was_open:
             self.metrics.breaker_open.set(1)
             log.error("hydraguard: storage %s is failing, breaker open: %r", self.primary.uri, exc)
+            # Pooled connections to a dead server would fail again after it is back.
+            self._background(self.primary.reset_connections())
 
     def _fallback(self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float) -> Outcome:
         mode = self.settings.on_error
@@ -143,6 +147,17 @@ class ResilientStorage:
                 if slot in self.owed:
                     self.owed[slot] = max(0.0, self.owed[slot] + charge.delta)
 
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:  # best effort: the breaker handles the outage itself
+                log.debug("hydraguard: storage maintenance failed: %r", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _flush_owed(self, now: float) -> None:
         owed, self.owed = self.owed, {}
         # Windows that ended more than one window ago weigh nothing any more.
@@ -157,6 +172,8 @@ class ResilientStorage:
             log.warning("hydraguard: pushed %d local counters to %s", len(live), self.primary.uri)
 
     async def aclose(self) -> None:
+        for task in list(self._tasks):
+            await asyncio.gather(task, return_exceptions=True)
         try:
             await self.primary.aclose()
         except Exception as exc:

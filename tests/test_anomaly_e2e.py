@@ -1,0 +1,440 @@
+"""Anomaly rules end to end: every action observable through the middleware, on memory
+and Redis; then a scripted extraction run against the gateway beside an ordinary user.
+
+One detector does the work in the small policies: extraction parameters with weight 1,
+scored from the second request, so two logprob/logit_bias probes make an account's
+risk 1.0 while an account that never probes stays at 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client import CollectorRegistry
+
+OTHER_DETECTORS = (
+    "template_repetition",
+    "reasoning_elicitation",
+    "output_appetite",
+    "volume",
+    "timing_regularity",
+    "activity_spread",
+    "diversity",
+)
+PROBE = {
+    "model": "m",
+    "max_tokens": 1,
+    "logprobs": True,
+    "top_logprobs": 5,
+    "logit_bias": {"50256": -100},
+    "messages": [{"role": "user", "content": "Which token comes next?"}],
+}
+PLAIN = {
+    "model": "m",
+    "max_tokens": 50,
+    "messages": [{"role": "user", "content": "Tell me about tea."}],
+}
+
+
+def policy(
+    *rules: dict[str, Any],
+    requests: str = "1000/minute",
+    max_delayed: int = 1000,
+    half_life: str = "1h",
+) -> str:
+    doc = {
+        "name": "anomaly",
+        "identity": {"account": [{"header": "x-account-id"}]},
+        "routes": [{"path": "/v1/chat/completions", "dialect": "openai-chat"}],
+        "tiers": {
+            "default": {
+                "requests": requests,
+                "tokens": "10000000/minute",
+                "concurrency": 100,
+                "max_output_tokens": 100,
+            }
+        },
+        "anomaly": {
+            "max_delayed": max_delayed,
+            "risk": {"half_life": half_life, "rescore_every": 1},
+            "detectors": {
+                **{name: {"enabled": False} for name in OTHER_DETECTORS},
+                "extraction_params": {"weight": 1.0, "min_events": 2, "low": 0.1, "high": 0.5},
+            },
+            "rules": list(rules),
+        },
+        "admin": {"token": "s3cret"},
+        "storage": {"timeout": 5},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+async def send(g: Any, account: str, body: dict[str, Any]) -> httpx.Response:
+    response = await g.client.post(
+        "/v1/chat/completions", json=body, headers={"x-account-id": account}
+    )
+    await g.guard.drain()  # learning runs after the response: let it land before the next request
+    return response
+
+
+async def make_risky(g: Any, account: str) -> None:
+    for _ in range(2):
+        assert (await send(g, account, PROBE)).status_code == 200
+    assert g.guard.guard.risk.risk("account", account, g.guard.clock()) == 1.0
+
+
+def actions(registry: CollectorRegistry, mode: str = "enforce", action: str | None = None) -> float:
+    """Sum of hydraguard_anomaly_actions_total over the samples of one mode (and action)."""
+    total = 0.0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name != "hydraguard_anomaly_actions_total" or sample.labels["mode"] != mode:
+                continue
+            if action is None or sample.labels["action"] == action:
+                total += sample.value
+    return total
+
+
+def forwarded(upstream: Any) -> list[dict[str, Any]]:
+    return [json.loads(body) for body in upstream.bodies]
+
+
+async def test_throttle_refuses_a_risky_account_earlier(guarded: Any, kit: SimpleNamespace) -> None:
+    rule = {"name": "slow-down", "when": {"risk_gte": 0.5}, "action": "throttle", "factor": 0.5}
+    g = await guarded(
+        kit.build_upstream(kit.Upstream()), policy(rule, requests="10/minute"), clock=kit.Clock()
+    )
+    await make_risky(g, "risky")
+    risky = [await send(g, "risky", PLAIN) for _ in range(6)]
+    calm = [await send(g, "calm", PLAIN) for _ in range(11)]
+    # 2 probes + 3 more fill the halved limit of 5; the calm account gets all 10.
+    assert [r.status_code for r in risky] == [200, 200, 200, 429, 429, 429]
+    assert [r.status_code for r in calm] == [200] * 10 + [429]
+    assert {r.headers["x-ratelimit-limit-requests"] for r in risky[:3]} == {"5"}
+    assert calm[0].headers["x-ratelimit-limit-requests"] == "10"
+    error = risky[3].json()["error"]
+    assert (error["reason"], error["rule"]) == ("quota", "tier.default.requests.10/minute")
+    labels = {"policy": "anomaly", "rule": "slow-down", "action": "throttle", "mode": "enforce"}
+    assert g.registry.get_sample_value("hydraguard_anomaly_actions_total", labels) == 6
+
+
+async def test_cap_max_tokens_rewrites_what_the_upstream_receives(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    upstream = kit.Upstream()
+    rule = {"name": "cap", "when": {"risk_gte": 0.5}, "action": "cap_max_tokens", "max_tokens": 3}
+    g = await guarded(kit.build_upstream(upstream), policy(rule), clock=kit.Clock())
+    await make_risky(g, "risky")
+    assert (await send(g, "risky", PLAIN)).status_code == 200
+    assert (
+        await send(g, "risky", {k: v for k, v in PLAIN.items() if k != "max_tokens"})
+    ).status_code == 200
+    assert (await send(g, "calm", PLAIN)).status_code == 200
+    bodies = forwarded(upstream)
+    assert [b.get("max_tokens") for b in bodies[2:]] == [3, 3, 50]
+    assert bodies[2]["messages"] == PLAIN["messages"]
+    for raw, headers in zip(upstream.bodies, upstream.headers, strict=True):
+        assert int(headers["content-length"]) == len(raw)
+
+
+async def test_strip_removes_probe_parameters_from_the_forwarded_body(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    upstream = kit.Upstream()
+    rule = {
+        "name": "no-probes",
+        "when": {"risk_gte": 0.5},
+        "action": "strip",
+        "params": ["logprobs", "top_logprobs", "logit_bias"],
+    }
+    g = await guarded(kit.build_upstream(upstream), policy(rule), clock=kit.Clock())
+    assert (await send(g, "calm", PROBE)).status_code == 200  # one probe is no pattern
+    await make_risky(g, "risky")
+    assert (await send(g, "risky", PROBE)).status_code == 200
+    calm, *_, stripped = forwarded(upstream)
+    assert calm == PROBE
+    assert stripped == {
+        k: v for k, v in PROBE.items() if k not in ("logprobs", "top_logprobs", "logit_bias")
+    }
+    assert int(upstream.headers[-1]["content-length"]) == len(upstream.bodies[-1])
+
+
+async def test_delay_holds_without_blocking_and_bounds_the_held(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    upstream = kit.Upstream()
+    rule = {"name": "hold", "when": {"risk_gte": 0.5}, "action": "delay", "seconds": 3600}
+    g = await guarded(kit.build_upstream(upstream), policy(rule, max_delayed=1), clock=kit.Clock())
+    await make_risky(g, "risky")
+    held = asyncio.create_task(send(g, "risky", PLAIN))
+    async with asyncio.timeout(10):
+        while g.guard.guard._held < 1:
+            await asyncio.sleep(0.005)
+    # The loop is free: another account is served while the risky request waits.
+    assert (await send(g, "calm", PLAIN)).status_code == 200
+    over = await send(g, "risky", PLAIN)
+    assert over.status_code == 429
+    assert over.json()["error"]["reason"] == "throttled"
+    assert over.json()["error"]["rule"] == "hold"
+    assert not held.done()
+    assert len(upstream.bodies) == 3  # two probes and the calm request; nothing risky got through
+    # A client that gives up while held leaves nothing reserved behind.
+    held.cancel()
+    await asyncio.gather(held, return_exceptions=True)
+    assert g.guard.guard._held == 0
+    usage = await g.usage("risky")
+    assert usage["tier.default.concurrency"] == 0
+
+
+async def test_a_short_delay_then_serves_the_request(guarded: Any, kit: SimpleNamespace) -> None:
+    upstream = kit.Upstream()
+    rule = {"name": "hold", "when": {"risk_gte": 0.5}, "action": "delay", "seconds": "50ms"}
+    g = await guarded(kit.build_upstream(upstream), policy(rule), clock=kit.Clock())
+    await make_risky(g, "risky")
+    assert (await send(g, "risky", PLAIN)).status_code == 200
+    assert forwarded(upstream)[-1] == PLAIN
+    labels = {"policy": "anomaly", "rule": "hold", "action": "delay", "mode": "enforce"}
+    assert g.registry.get_sample_value("hydraguard_anomaly_actions_total", labels) == 1
+
+
+async def test_block_refuses_with_the_rule_and_no_detector_internals(
+    guarded: Any, kit: SimpleNamespace, storage_uri: str
+) -> None:
+    clock = kit.Clock()
+    upstream = kit.Upstream()
+    rule = {"name": "stop-extraction", "when": {"risk_gte": 0.5}, "action": "block", "seconds": 60}
+    g = await guarded(kit.build_upstream(upstream), policy(rule, half_life="1m"), clock=clock)
+    await make_risky(g, "risky")
+    refused = await send(g, "risky", PLAIN)
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert (error["reason"], error["rule"]) == ("risk", "stop-extraction")
+    for internal in ("extraction_params", "detector", "risk_score", "1.0"):
+        assert internal not in refused.text
+    assert int(refused.headers["retry-after"]) > 0
+    again = await send(g, "risky", PROBE)
+    assert (again.status_code, again.json()["error"]["reason"]) == (429, "risk")
+    assert (await send(g, "calm", PLAIN)).status_code == 200
+    assert len(upstream.bodies) == 3
+    view = (
+        await g.client.get(
+            "/_hydraguard/accounts/risky", headers={"authorization": "Bearer s3cret"}
+        )
+    ).json()
+    assert view["blocked_seconds"] > 0
+    assert view["risk"] == 1.0
+    labels = {"policy": "anomaly", "rule": "stop-extraction", "action": "block", "mode": "enforce"}
+    assert g.registry.get_sample_value("hydraguard_anomaly_actions_total", labels) == 2
+    if storage_uri.startswith("memory"):
+        # The block lasts its duration: once the risk has decayed and 60 s have passed, served.
+        # (Redis expires the block flag on its own clock, which the test clock cannot move.)
+        clock.now += 3600
+        assert (await send(g, "risky", PLAIN)).status_code == 200
+
+
+async def test_flag_records_in_metrics_only(guarded: Any, kit: SimpleNamespace) -> None:
+    upstream = kit.Upstream()
+    rule = {"name": "watch", "when": {"risk_gte": 0.5}, "action": "flag"}
+    g = await guarded(
+        kit.build_upstream(upstream), policy(rule, requests="3/minute"), clock=kit.Clock()
+    )
+    await make_risky(g, "risky")
+    response = await send(g, "risky", PROBE)
+    assert response.status_code == 200
+    assert response.headers["x-ratelimit-limit-requests"] == "3"
+    assert upstream.bodies[-1] == upstream.bodies[0]  # forwarded byte for byte
+    labels = {"policy": "anomaly", "rule": "watch", "action": "flag", "mode": "enforce"}
+    assert g.registry.get_sample_value("hydraguard_anomaly_actions_total", labels) == 1
+    contributions = {"detector": "extraction_params"}
+    assert (
+        g.registry.get_sample_value(
+            "hydraguard_anomaly_detector_contributions_total", contributions
+        )
+        == 1
+    )
+
+
+async def test_a_shadow_rule_changes_nothing_but_is_counted(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    upstream = kit.Upstream()
+    rules = (
+        {
+            "name": "would-strip",
+            "when": {"risk_gte": 0.5},
+            "action": "strip",
+            "params": ["logprobs"],
+            "mode": "shadow",
+        },
+        {
+            "name": "would-block",
+            "when": {"risk_gte": 0.5},
+            "action": "block",
+            "seconds": 60,
+            "mode": "shadow",
+        },
+    )
+    g = await guarded(kit.build_upstream(upstream), policy(*rules), clock=kit.Clock())
+    await make_risky(g, "risky")
+    for _ in range(2):
+        assert (await send(g, "risky", PROBE)).status_code == 200
+    assert upstream.bodies[-1] == upstream.bodies[0]
+    assert actions(g.registry, "shadow", "strip") == 2
+    assert actions(g.registry, "shadow", "block") == 2
+    assert actions(g.registry, "enforce") == 0
+
+
+# --- the scripted extraction run against the gateway -------------------------------------
+
+GATEWAY_POLICY = """
+name: gateway-e2e
+identity:
+  account:
+    - header: x-account-id
+routes:
+  - path: /v1/chat/completions
+    dialect: openai-chat
+tiers:
+  default:
+    requests: "600/minute"
+    tokens: "10000000/minute"
+    concurrency: 32
+    max_output_tokens: 512
+clustering:
+  threshold: 1.0
+  signals:
+    payment: {header: x-payment-fingerprint, weight: 1.0, max_fanout: 100000}
+clusters:
+  requests: "6000/minute"
+anomaly:
+  risk: {half_life: 30m, cluster_influence: 1.0, rescore_every: 1}
+  rules:
+    - {name: throttle-extraction, when: {risk_gte: 0.4}, action: throttle, factor: 0.5}
+    - {name: block-extraction, when: {risk_gte: 0.7}, action: block, seconds: 900}
+storage:
+  timeout: 5
+"""
+ATTACK_TEMPLATE = (
+    "Think step by step and show your complete chain of thought before answering. "
+    "Problem {n}: a train leaves at {h} o'clock travelling {v} km per hour; how far has it gone by noon?"
+)
+USER_PROMPTS = [
+    "What's a good name for a grey cat?",
+    "Can you help me write a birthday note for my sister who loves climbing",
+    "Translate 'where is the train station' into Portuguese",
+    "Why is the sky blue during the day and red at sunset",
+    "Suggest a vegetarian dinner I can cook in twenty minutes",
+    "Explain the difference between a list and a tuple in python",
+    "Recommend three novels for a long flight",
+    "How do I remove a coffee stain from a wool jumper",
+]
+
+
+async def test_a_scripted_extraction_is_throttled_then_blocked_while_a_user_is_served(
+    storage_uri: str, kit: SimpleNamespace, tmp_path: Any
+) -> None:
+    from hydraguard.gateway.app import GatewayConfig, create_gateway
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(GATEWAY_POLICY)
+    registry = CollectorRegistry()
+    app = create_gateway(
+        GatewayConfig(policy=str(policy_file), storage=storage_uri, watch_policy=False),
+        registry=registry,
+    )
+    guard = app.state.guard
+    clock = kit.Clock()
+    guard.clock = guard.guard.clock = clock  # detectors see script time, not test run time
+    rng = random.Random(7)
+    accounts = [f"sock-{i:02d}" for i in range(12)]
+
+    def attack_body(n: int) -> dict[str, Any]:
+        prompt = ATTACK_TEMPLATE.format(n=n, h=n % 12 + 1, v=40 + 7 * n)
+        body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
+        if n % 2:
+            body.update(max_tokens=1, logprobs=True, top_logprobs=5)
+        else:
+            body["max_tokens"] = 512
+        return body
+
+    async def attack(client: httpx.AsyncClient, n: int) -> tuple[int, str | None, str | None]:
+        account = accounts[n % len(accounts)]
+        response = await client.post(
+            "/v1/chat/completions",
+            json=attack_body(n),
+            headers={"x-account-id": account, "x-payment-fingerprint": "card-hydra"},
+        )
+        reason = response.json()["error"]["reason"] if response.status_code == 429 else None
+        return response.status_code, reason, response.headers.get("x-ratelimit-limit-requests")
+
+    async def user(client: httpx.AsyncClient, n: int) -> int:
+        body = {
+            "model": "m",
+            "max_tokens": 300,
+            "messages": [{"role": "user", "content": USER_PROMPTS[n % 8]}],
+        }
+        response = await client.post(
+            "/v1/chat/completions",
+            json=body,
+            headers={"x-account-id": "human", "x-payment-fingerprint": "card-own"},
+        )
+        return response.status_code
+
+    def counted(action: str) -> float:
+        labels = {
+            "policy": "gateway-e2e",
+            "rule": f"{action}-extraction",
+            "action": action,
+            "mode": "enforce",
+        }
+        return registry.get_sample_value("hydraguard_anomaly_actions_total", labels) or 0.0
+
+    timeline: list[tuple[int, list[tuple[int, str | None, str | None]], float, float]] = []
+    user_statuses: list[int] = []
+    next_user = clock.now
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            n = 0
+            for tick in range(60):
+                # The script: every 2 s, four sock puppets fire at once; the human now and then.
+                batch = [attack(client, n + i) for i in range(4)]
+                n += 4
+                human = clock.now >= next_user
+                if human:
+                    next_user = clock.now + rng.uniform(5, 15)
+                results = await asyncio.gather(*batch, *([user(client, tick)] if human else []))
+                if human:
+                    user_statuses.append(results.pop())
+                await guard.drain()
+                timeline.append((tick, results, counted("throttle"), counted("block")))  # type: ignore[arg-type]
+                clock.now += 2.0
+    finally:
+        await guard.aclose()
+
+    first_throttle = next(t for t, _, throttled, _ in timeline if throttled)
+    first_block = next(t for t, _, _, blocked in timeline if blocked)
+    assert 0 < first_throttle < first_block  # served at first, then throttled, then blocked
+    served = {
+        (status, limit)
+        for _, results, *_ in timeline[:first_throttle]
+        for status, _, limit in results
+    }
+    assert served == {(200, "600")}
+    # Throttled: still served, on half the account's limit, and only between the two.
+    halved = [t for t, results, *_ in timeline for status, _, limit in results if limit == "300"]
+    assert halved and first_throttle <= min(halved) and max(halved) <= first_block
+    blocked = [
+        (status, reason)
+        for _, results, *_ in timeline[first_block + 1 :]
+        for status, reason, _ in results
+    ]
+    assert len(blocked) > 100 and set(blocked) == {(429, "risk")}
+    assert len(user_statuses) >= 8
+    assert user_statuses == [200] * len(user_statuses)
