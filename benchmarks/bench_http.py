@@ -1,4 +1,4 @@
-"""HTTP throughput on uvicorn (loopback, --no-access-log) of bare vs slowapi vs limits vs HydraGuard.
+"""HTTP throughput on uvicorn (loopback) of bare vs slowapi vs limits vs HydraGuard.
 
     python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--connections 32]
                                     [--redis redis://127.0.0.1:6379/14]
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -38,6 +39,7 @@ from uvicorn.supervisors import Multiprocess
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
+POOL = 100_000  # requests the generator cycles through: ~10 per account, each prompt distinct
 
 
 def free_port() -> int:
@@ -81,15 +83,17 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
         server.wait()
 
 
-def load(url: str, duration: float, connections: int, accounts: int) -> dict[str, Any]:
+def write_pool(path: Path, accounts: int) -> None:
+    """The requests the load generators cycle through: ``account-index<TAB>body`` lines."""
+    bodies, order = variants.traffic(POOL, POOL, accounts)
+    lines = (f"{account}\t{body.decode()}\n" for account, body in zip(order, bodies, strict=True))
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def load(url: str, duration: float, connections: int, pool: Path) -> dict[str, Any]:
     prefix = f"acct-{secrets.token_hex(4)}"  # fresh ids: a shared Redis may hold earlier counts
     if shutil.which("wrk"):
-        env = {
-            **os.environ,
-            "BENCH_ACCOUNTS": str(accounts),
-            "BENCH_ACCOUNT_PREFIX": prefix,
-            "BENCH_BODY": variants.BODY.decode(),
-        }
+        env = {**os.environ, "BENCH_POOL": str(pool), "BENCH_ACCOUNT_PREFIX": prefix}
         command = [
             "wrk", "-t1", f"-c{connections}", f"-d{round(duration)}s", "--timeout", "5s",
             "-s", str(HERE / "wrk_post.lua"), url,
@@ -98,7 +102,7 @@ def load(url: str, duration: float, connections: int, accounts: int) -> dict[str
         env = dict(os.environ)
         command = [
             sys.executable, str(Path(__file__).resolve()), "--generator",
-            url, str(duration), str(connections), str(accounts), prefix,
+            url, str(duration), str(connections), str(pool), prefix,
         ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -116,8 +120,8 @@ def measure(variant: str, args: argparse.Namespace, storage: str, workers: int) 
         server = start_server(variant, port, storage, workers, stats_dir, timeout)
         url = f"http://127.0.0.1:{port}{variants.PATH}"
         try:
-            warm = load(url, args.warmup, args.connections, args.accounts)
-            result = load(url, args.duration, args.connections, args.accounts)
+            warm = load(url, args.warmup, args.connections, args.pool)
+            result = load(url, args.duration, args.connections, args.pool)
         finally:
             stop_server(server)
         decisions: dict[str, float] = {}
@@ -128,7 +132,7 @@ def measure(variant: str, args: argparse.Namespace, storage: str, workers: int) 
         result[k] + warm[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors")
     )
     sent = warm["requests"] + result["requests"]
-    # wrk counts completed responses; the server may have allowed a few more still in flight at the end.
+    # wrk counts completed responses; the server may have allowed a few more still in flight.
     fallbacks = sum(n for name, n in decisions.items() if name != "allow")
     result["problems"] = []
     if failures:
@@ -144,6 +148,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.redis:
         rows += [("hydraguard", args.redis, 1), ("hydraguard", args.redis, 2)]
     runs: dict[str, list[dict[str, Any]]] = {}
+    OUT.mkdir(exist_ok=True)
+    args.pool = OUT / "http-pool.tsv"
+    write_pool(args.pool, args.accounts)
     for _ in range(args.rounds):
         for variant, storage, workers in rows:
             label = variant if storage.startswith("memory") else f"hydraguard-redis-{workers}w"
@@ -181,19 +188,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        f"{report['generator']}, {report['connections']} connections, {report['duration_s']} s x {report['rounds']}",
+        f"{report['generator']}, {report['connections']} connections, "
+        f"{report['duration_s']} s x {report['rounds']}",
         f"{'variant':<22} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}  problems",
     ]
     for label, r in report["results"].items():
         lines.append(
-            f"{label:<22} {r['rps']:>8.0f} {r['ratio']:>6.2f} {r['latency_p50_ms']:>7.2f} {r['latency_p99_ms']:>7.2f}"
+            f"{label:<22} {r['rps']:>8.0f} {r['ratio']:>6.2f} "
+            f"{r['latency_p50_ms']:>7.2f} {r['latency_p99_ms']:>7.2f}"
             f"  {'; '.join(r['problems']) or '-'}"
         )
     return "\n".join(lines)
 
 
 def serve(variant: str, port: int, workers: int) -> None:
-    """``uvicorn variants:<variant>_app --factory --workers N --no-access-log`` on a socket bound here.
+    """``uvicorn variants:<variant>_app --factory --workers N --no-access-log``, own socket.
 
     uvicorn's own ``bind_socket`` leaves ``proto=0``, so asyncio never sets TCP_NODELAY on
     the connections it accepts and, with ``--workers`` > 1, every keep-alive response waits
@@ -207,31 +216,32 @@ def serve(variant: str, port: int, workers: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.set_inheritable(True)
-    if workers == 1:
-        uvicorn.Server(config).run(sockets=[sock])
-    else:
-        Multiprocess(config, sockets=[sock]).run()
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT is how bench_http stops the server
+        if workers == 1:
+            uvicorn.Server(config).run(sockets=[sock])
+        else:
+            Multiprocess(config, sockets=[sock]).run()
 
 
 async def _generate(
-    url: str, duration: float, connections: int, accounts: int, prefix: str
+    url: str, duration: float, connections: int, requests: list[tuple[str, bytes]]
 ) -> dict[str, Any]:
     """Fallback load generator (no wrk): ``connections`` keep-alive workers POSTing in a loop."""
     latencies: list[float] = []
     counts = {"requests": 0, "non_2xx": 0, "read_errors": 0}
     stop = time.perf_counter() + duration
-    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
 
     async def worker(client: httpx.AsyncClient, offset: int) -> None:
         i = offset
         while time.perf_counter() < stop:
             i += 1
+            account, body = requests[i % len(requests)]
             began = time.perf_counter()
             try:
                 response = await client.post(
                     url,
-                    content=variants.BODY,
-                    headers={**headers, "x-account-id": f"{prefix}-{i % accounts}"},
+                    content=body,
+                    headers={"content-type": "application/json", "x-account-id": account},
                 )
             except httpx.TransportError:
                 counts["read_errors"] += 1
@@ -248,7 +258,8 @@ async def _generate(
         (lambda q: latencies[int(q * (len(latencies) - 1))] * 1e6) if latencies else (lambda q: 0.0)
     )
     return {
-        **counts, "duration_us": (time.perf_counter() - began) * 1e6, "connect_errors": 0, "write_errors": 0,
+        **counts, "duration_us": (time.perf_counter() - began) * 1e6,
+        "connect_errors": 0, "write_errors": 0,
         "timeouts": 0, "latency_p50_us": pick(0.5), "latency_p99_us": pick(0.99),
     }  # fmt: skip
 
@@ -259,14 +270,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         serve(argv[1], int(argv[2]), int(argv[3]))
         return None
     if argv[:1] == ["--generator"]:
-        url, duration, connections, accounts, prefix = argv[1:6]
-        print(
-            json.dumps(
-                asyncio.run(
-                    _generate(url, float(duration), int(connections), int(accounts), prefix)
-                )
-            )
-        )
+        url, duration, connections, pool, prefix = argv[1:6]
+        lines = Path(pool).read_text(encoding="utf-8").splitlines()
+        pairs = (line.split("\t", 1) for line in lines)
+        requests = [(f"{prefix}-{account}", body.encode()) for account, body in pairs]
+        result = asyncio.run(_generate(url, float(duration), int(connections), requests))
+        print(json.dumps(result))
         return None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -283,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     )
     parser.add_argument(
         "--redis-timeout", type=float, default=1.0,
-        help="policy storage.timeout (s) for the Redis rows; the shipped 0.05 s also times out on event-loop lag "
+        help="policy storage.timeout (s) for the Redis rows; the shipped 0.05 s also times out on "
+        "event-loop lag "
         "when the server is saturated, and those requests are admitted without Redis (fail open)",
     )  # fmt: skip
     args = parser.parse_args(argv)

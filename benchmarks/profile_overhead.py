@@ -22,11 +22,11 @@ import variants
 
 async def profile(variant: str, calls: int) -> pstats.Stats:
     app = variants.build(variant)
-    scopes = bench_overhead.make_scopes(10_000, f"prof-{secrets.token_hex(4)}")
-    await bench_overhead.drive(app, scopes, 2_000, 0)
+    traffic = bench_overhead.Traffic(10_000, f"prof-{secrets.token_hex(4)}", 2_000 + calls)
+    await bench_overhead.drive(app, traffic, 2_000, 0)
     profiler = cProfile.Profile()
     profiler.enable()
-    _, _, statuses = await bench_overhead.drive(app, scopes, calls, 2_000)
+    _, _, statuses = await bench_overhead.drive(app, traffic, calls, 2_000)
     profiler.disable()
     if set(statuses) != {200}:
         raise SystemExit(f"non-200 responses while profiling: {dict(statuses)}")
@@ -48,7 +48,8 @@ def report(stats: pstats.Stats, calls: int, top: int) -> str:
     lines.append(f"{'own µs/req':>10} {'cum µs/req':>10} {'calls/req':>9}  function")
     for tt, cum, nc, (file, line, func) in rows[:top]:
         lines.append(
-            f"{tt / calls * 1e6:>10.2f} {cum / calls * 1e6:>10.2f} {nc / calls:>9.1f}  {_where(file)}:{line}({func})"
+            f"{tt / calls * 1e6:>10.2f} {cum / calls * 1e6:>10.2f} {nc / calls:>9.1f}  "
+            f"{_where(file)}:{line}({func})"
         )
     modules: dict[str, float] = defaultdict(float)
     for tt, _, _, (file, _, _) in rows:

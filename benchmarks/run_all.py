@@ -33,7 +33,8 @@ def commands(redis: str, quick: bool) -> list[list[str]]:
     py = sys.executable
     return [
         [py, str(HERE / "bench_overhead.py"), *short_overhead],
-        [py, str(HERE / "bench_overhead.py"), "--storage", redis, *short_overhead],
+        # Every Redis call is a round trip: fewer calls keep this step near a minute.
+        [py, str(HERE / "bench_overhead.py"), "--storage", redis, "--calls", "5000", "--reps", "5"],
         [py, str(HERE / "bench_redis.py"), "--redis", redis, *short_redis],
         [py, str(HERE / "bench_http.py"), "--redis", redis, *short_http],
     ]
@@ -75,8 +76,9 @@ def _read(name: str) -> dict[str, Any] | None:
 def render(command: str) -> str:
     info = _read("machine.json") or {}
     lines = [
-        f"Measured {info.get('date', '?')} on {info.get('nproc', '?')} CPUs, Python {info.get('python', '?')}, "
-        f"{info.get('platform', '?')}; load average before the run {info.get('loadavg_before', '?')}.",
+        f"Measured {info.get('date', '?')} on {info.get('nproc', '?')} CPUs, "
+        f"Python {info.get('python', '?')}, {info.get('platform', '?')}; "
+        f"load average before the run {info.get('loadavg_before', '?')}.",
         "Versions: "
         + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
         + f", {info.get('wrk', 'wrk ?')}.",
@@ -94,10 +96,12 @@ def render(command: str) -> str:
         lines += [
             f"### Per-request overhead, direct ASGI calls, storage {title}",
             "",
-            f"{report['calls']} sequential calls x {report['reps']} repetitions per variant, interleaved; "
+            f"{report['calls']} sequential calls x {report['reps']} repetitions per variant, "
+            "interleaved; "
             f"{report['accounts']} rotating accounts; every response 200.",
             "",
-            "| variant | limits per request | µs per call (median) | added µs over bare | best rep µs | added µs, best reps |",
+            "| variant | limits per request | µs per call (median) | added µs over bare "
+            "| best rep µs | added µs, best reps |",
             "|---|---|---:|---:|---:|---:|",
         ]
         for variant, r in report["results"].items():
@@ -116,7 +120,8 @@ def render(command: str) -> str:
         lines += [
             "### HTTP throughput, uvicorn (one worker unless stated), loopback",
             "",
-            f"{http['generator']}, 1 thread, {http['connections']} connections, {http['duration_s']} s per run, "
+            f"{http['generator']}, 1 thread, {http['connections']} connections, "
+            f"{http['duration_s']} s per run, "
             f"median of {http['rounds']} interleaved rounds; every response 2xx.",
             "",
             "| variant | req/s | ratio to bare | p50 latency ms | p99 latency ms |",
@@ -126,7 +131,8 @@ def render(command: str) -> str:
             if r.get("problems"):
                 label = f"{label} (INVALID: {'; '.join(r['problems'])})"
             lines.append(
-                f"| {label} | {r['rps']:.0f} | {r['ratio']:.2f} | {r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} |"
+                f"| {label} | {r['rps']:.0f} | {r['ratio']:.2f} "
+                f"| {r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} |"
             )
         lines.append("")
         ratio = http["results"]["hydraguard"]["ratio"]
@@ -138,8 +144,9 @@ def render(command: str) -> str:
         lines += [
             "### One admission decision on Redis, sequential, loopback",
             "",
-            f"{redis['calls']} calls x {redis['reps']} repetitions per row, interleaved. HydraGuard checks and "
-            f"reserves {redis['hydraguard_checks']} limits in one call; `limits-N` hits N window limits one by one.",
+            f"{redis['calls']} calls x {redis['reps']} repetitions per row, interleaved. "
+            f"HydraGuard checks and reserves {redis['hydraguard_checks']} limits in one call; "
+            "`limits-N` hits N window limits one by one.",
             "",
             "| decision | median µs | p99 µs | x PING | x HydraGuard |",
             "|---|---:|---:|---:|---:|",

@@ -8,8 +8,11 @@
 - ``hydraguard``: the same app under HydraGuard with the shipped default policy,
   global limits raised so that only per-account limits can refuse (see README).
 
-Every limited variant enforces 60/minute per account, so rotating BENCH accounts
-never hits a limit while the limiter still does its full work on each request.
+Every limited variant enforces 60/minute per account. The benchmark traffic
+(``traffic()``) looks like many light, benign users: a random account per request
+and a different prompt every time, so no per-account limit is reached and the
+default policy's anomaly detectors (template repetition, timing regularity) have
+nothing to flag, while every limiter still does its full work on each request.
 For uvicorn: ``uvicorn variants:<name>_app --factory --app-dir benchmarks``;
 the storage comes from ``BENCH_STORAGE`` (default ``memory://``).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -46,13 +50,15 @@ PATH = "/v1/chat/completions"
 ACCOUNT_HEADER = "x-account-id"
 PER_ACCOUNT = "60/minute"  # the default tier's tightest request limit, used by every peer
 HUGE = 10**12
-BODY = json.dumps(
-    {
-        "model": "bench",
-        "messages": [{"role": "user", "content": "Say hello in one word."}],
-        "max_tokens": 16,
-    }
-).encode()
+PROMPT_CHARS = 96  # every benchmark body has the same length, so one content-length fits all
+WORDS = (
+    "apple river window garden music paper orange winter summer bridge planet forest "
+    "ocean silver yellow market station engine candle mirror pocket ladder rabbit tiger "
+    "kitchen button cotton desert island jacket kettle lemon marble needle pencil pillow "
+    "rocket saddle tomato tunnel violin wallet basket beacon canyon dragon feather glacier "
+    "harbor insect jungle lantern meadow nectar orchard parrot quarry ribbon spider temple"
+).split()
+
 COMPLETION = {
     "id": "chatcmpl-bench",
     "object": "chat.completion",
@@ -69,6 +75,25 @@ VARIANTS = ("bare", "slowapi", "limits", "hydraguard")
 async def chat(request: Request) -> Response:
     await request.json()
     return JSONResponse(COMPLETION)
+
+
+def body_for(prompt: str) -> bytes:
+    content = prompt[:PROMPT_CHARS].ljust(PROMPT_CHARS)
+    message = {"role": "user", "content": content}
+    return json.dumps({"model": "bench", "messages": [message], "max_tokens": 16}).encode()
+
+
+BODY = body_for("Say hello in one word.")  # the probe's body; traffic() varies the words
+
+
+def traffic(
+    bodies: int, calls: int, accounts: int, seed: int = 2024
+) -> tuple[list[bytes], list[int]]:
+    """``bodies`` distinct request bodies (random words: no shared template) and, for
+    ``calls`` requests, the account index of each (random: no fixed rhythm per account)."""
+    rng = random.Random(seed)
+    pool = [body_for(" ".join(rng.choice(WORDS) for _ in range(14))) for _ in range(bodies)]
+    return pool, [rng.randrange(accounts) for _ in range(calls)]
 
 
 def bench_policy() -> CompiledPolicy:

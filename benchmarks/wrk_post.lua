@@ -1,26 +1,24 @@
--- wrk script for bench_http.py: POST a small chat-completions body with a rotating
--- x-account-id (BENCH_ACCOUNTS ids under BENCH_ACCOUNT_PREFIX), requests pre-built in
--- init() so the generator spends its time sending, and a JSON summary on stdout.
-local accounts = tonumber(os.getenv("BENCH_ACCOUNTS") or "10000")
+-- wrk script for bench_http.py: POST chat-completions bodies from BENCH_POOL (lines of
+-- "account-index<TAB>body": a random account and a distinct prompt per request), with
+-- x-account-id = BENCH_ACCOUNT_PREFIX-index. Requests are pre-built in init() so the
+-- generator spends its time sending; done() prints a JSON summary on stdout.
 local prefix = os.getenv("BENCH_ACCOUNT_PREFIX") or "acct"
-local body = os.getenv("BENCH_BODY") or "{}"
 local requests = {}
 local n = 0
 
 function init(args)
-  local offset = math.random(accounts) -- threads start at different accounts
-  for i = 1, accounts do
+  for line in io.lines(os.getenv("BENCH_POOL")) do
+    local account, body = line:match("^(%d+)\t(.*)$")
     local headers = {
       ["Content-Type"] = "application/json",
-      ["Authorization"] = "Bearer sk-bench",
-      ["x-account-id"] = prefix .. "-" .. ((i + offset) % accounts),
+      ["x-account-id"] = prefix .. "-" .. account,
     }
-    requests[i] = wrk.format("POST", nil, headers, body)
+    requests[#requests + 1] = wrk.format("POST", nil, headers, body)
   end
 end
 
 function request()
-  n = n % accounts + 1
+  n = n % #requests + 1
   return requests[n]
 end
 

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--mock-latency", type=float, default=0.0, help="built-in mock: seconds before answering")
+    serve.add_argument(
+        "--mock-token-delay", type=float, default=0.0, help="built-in mock: seconds between streamed tokens"
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
 

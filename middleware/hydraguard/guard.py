@@ -23,6 +23,8 @@ from .assess.effects import Effects, effects_of
 from .assess.learning import Learning
 from .assess.risk import RiskEngine
 from .cluster.linker import Linker
+from .record.audit import AuditLog, audit_record
+from .record.headers import audit_headers
 from .identify import Identifier, Identity, decode_headers
 from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive
 from .inspect.rewrite import rewrite_request
@@ -45,6 +47,7 @@ class Guard:
         clock: Callable[[], float] = time.time,
         linker: Linker | None = None,
         risk: RiskEngine | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.policy = policy
         self.storage = storage
@@ -55,6 +58,8 @@ class Guard:
         growth = policy.cluster_growth
         self._growth = (growth.per_member, growth.max_factor)
         self.max_held = policy.anomaly.max_delayed
+        self.audit = audit
+        self.audit_headers = audit_headers(policy)
         self._held = 0
         self.identifier = Identifier(policy)
         self.metrics = metrics
@@ -71,13 +76,16 @@ class Guard:
             for route in (*policy.routes.exact.values(), *(r for _, r in policy.routes.prefixes)):
                 metrics.decisions.labels(policy.name, route.name, "deny", rule)
 
-    async def handle(self, route: CompiledRoute, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+    async def handle(
+        self, route: CompiledRoute, path: str, scope: Scope, receive: Receive, send: Send, app: ASGIApp
+    ) -> None:
         started = time.perf_counter()
         policy = self.policy
         dialect = DIALECTS[route.dialect]
         headers = decode_headers(scope["headers"])
         identity = self.identifier.identify(scope, headers)
         facts: RequestFacts | None = None
+        body = b""
         if dialect.reads_body:
             try:
                 body = await read_body(receive, policy.body_max_bytes, headers.get("content-length"))
@@ -98,7 +106,9 @@ class Guard:
                 await send_error(send, dialect, 400, f"Request body is not a JSON object: {exc}", "invalid_json")
                 return
             facts = dialect.parse(parsed)
-        decision = await self.decide(identity, facts, self.clock())
+        now = self.clock()
+        decision = await self.decide(identity, facts, now)
+        note = (scope["method"], path, body, now) if self.audit is not None else None
         self.decision_seconds.observe(time.perf_counter() - started)
         plan = decision.plan
         extra = ratelimit_headers(
@@ -107,6 +117,8 @@ class Guard:
         extra.append(self.policy_headers[identity.tier])
         if not decision.admitted:
             await self._refuse(route, dialect, decision, extra, send)
+            if note is not None:
+                self._audit(note, identity, 429 if decision.degraded != "storage_closed" else 503, None)
             return
         if facts is not None:
             body, scope = rewrite_request(
@@ -129,7 +141,7 @@ class Guard:
             self._count_actions(decision)
         if facts is not None:
             self._route_metrics(route)[0].inc(decision.input_estimate + decision.output_reserved)
-        await self._forward(route, dialect, decision, facts, extra, scope, receive, send, app)
+        await self._forward(route, dialect, decision, facts, extra, scope, receive, send, app, note)
 
     async def decide(self, identity: Identity, facts: RequestFacts | None, now: float) -> Decision:
         """identify is done; cluster, assess and admit. The live path and replay share it."""
@@ -250,6 +262,7 @@ class Guard:
         receive: Receive,
         send: Send,
         app: ASGIApp,
+        note: tuple[str, str, bytes, float] | None,
     ) -> None:
         reader = UsageReader(dialect)
         status = 0
@@ -271,11 +284,21 @@ class Guard:
         finally:
             # Runs on completion, error and cancellation alike: settle and release the slot.
             self.in_flight.dec()
-            self._settle(route, decision, facts, reader, status)
+            usage = self._settle(route, decision, facts, reader, status)
+            if note is not None:
+                self._audit(note, decision.identity, status, usage)
+
+    def _audit(
+        self, note: tuple[str, str, bytes, float], identity: Identity, status: int, usage: tuple[int, int] | None
+    ) -> None:
+        """The traffic-log line of this request (the body as the client sent it)."""
+        method, path, body, now = note
+        assert self.audit is not None
+        self.audit.write(audit_record(identity, method, path, body or None, status, usage, now, self.audit_headers))
 
     def _settle(
         self, route: CompiledRoute, decision: Decision, facts: RequestFacts | None, reader: UsageReader, status: int
-    ) -> None:
+    ) -> tuple[int, int] | None:
         reader.finish()
         tally = reader.tally
         if facts is None:
@@ -290,8 +313,10 @@ class Guard:
             output_tokens = reader.output_estimate(self.policy.chars_per_token, status)
             source = "estimate"
         self.complete(decision, facts, input_tokens, output_tokens, status, self.clock(), defer=True)
-        if source != "none":
-            self._route_metrics(route)[1 if source == "usage" else 2].inc(input_tokens + output_tokens)
+        if source == "none":
+            return None
+        self._route_metrics(route)[1 if source == "usage" else 2].inc(input_tokens + output_tokens)
+        return input_tokens, output_tokens
 
     def _route_metrics(self, route: CompiledRoute) -> tuple[Any, Any, Any]:
         """Per-route metric children, looked up once (labels() costs more than inc())."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .policy.compiled import CompiledPolicy
+if TYPE_CHECKING:
+    from .policy.compiled import CompiledPolicy
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -81,6 +81,9 @@ class Metrics:
             ["detector"],
             registry=registry,
         )
+        self.audit_dropped = Counter(
+            "hydraguard_audit_dropped", "Audit lines dropped: the writer fell behind.", registry=registry
+        )
         self.cluster_stats: Callable[[], ClusterStats | None] = lambda: None
         registry.register(_ClusterCollector(self))
         for result in ("ok", "error"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from .errors import PolicyError
 from .assess.risk import RiskEngine
 from .cluster.linker import Linker
 from .guard import Guard
+from .record.audit import AuditLog
 from .metrics import Metrics, metrics_for
 from .policy.compiled import CompiledPolicy
 from .policy.loader import load_policy
@@ -66,6 +68,7 @@ class HydraGuard:
         backend = storage_from_uri(storage, sliding=compiled.sliding, timeout=compiled.storage.timeout)
         self.storage = ResilientStorage(backend, compiled.storage, self.metrics)
         self.clock = clock
+        self.audit: AuditLog | None = None
         self.guard = self._guard_for(compiled, None)
         self.admin = AdminAPI(self)
 
@@ -86,7 +89,7 @@ class HydraGuard:
         if route is None:
             await self.app(scope, receive, send)
             return
-        await guard.handle(route, scope, receive, send, self.app)
+        await guard.handle(route, path, scope, receive, send, self.app)
 
     def reload(self, policy: str | Path | CompiledPolicy | None = None) -> None:
         """Compile a new policy completely, then swap it in; on error keep the old one."""
@@ -115,7 +118,14 @@ class HydraGuard:
                 risk = RiskEngine(policy.anomaly, mode="shadow" if policy.shadow else None)
         if linker is not None and not linker.shared:
             self.metrics.cluster_stats = linker.index.stats
-        return Guard(policy, self.storage, self.metrics, self.clock, linker=linker, risk=risk)
+        audit_config = policy.model.audit if policy.model is not None else None
+        if previous is None or previous.policy.model is None or audit_config != previous.policy.model.audit:
+            if self.audit is not None:
+                self.audit.close()  # writes what is queued, then stops the writer thread
+            self.audit = None
+            if audit_config is not None and audit_config.enabled:
+                self.audit = AuditLog.from_config(audit_config, on_drop=self.metrics.audit_dropped.inc)
+        return Guard(policy, self.storage, self.metrics, self.clock, linker=linker, risk=risk, audit=self.audit)
 
     async def drain(self) -> None:
         """Wait for background settlements and learning (tests, graceful shutdown)."""
@@ -125,4 +135,8 @@ class HydraGuard:
         await self.storage.primary.drain()
 
     async def aclose(self) -> None:
+        await self.drain()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+            self.audit = None
         await self.storage.aclose()

@@ -38,6 +38,7 @@ class GatewayConfig:
     upstream: str | None = None
     storage: str = "memory://"
     mock_latency: float = 0.0
+    mock_token_delay: float = 0.0  # built-in mock: seconds between streamed deltas
     watch_policy: bool = True
 
 
@@ -48,7 +49,7 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
         proxy = UpstreamProxy(config.upstream)  # 502/504 in the route's dialect envelope
         upstream = proxy
     else:
-        upstream = create_mock_app(latency=config.mock_latency)
+        upstream = create_mock_app(latency=config.mock_latency, token_delay=config.mock_token_delay)
     guard = HydraGuard(upstream, policy=config.policy, storage=config.storage, registry=registry)
     policy_file = Path(config.policy) if config.policy else default_policy_path()
 
@@ -76,14 +77,17 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
         log.warning("hydraguard: policy %s reloaded (%s)", guard.policy.source, reason)
 
     async def watch() -> None:
-        # Polling one file's mtime is all we need; a watcher library would add a dependency.
-        last = _mtime(policy_file)
+        # Polling one file's stat is all we need; a watcher library would add a dependency.
+        last = _signature(policy_file)
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            now = _mtime(policy_file)
+            now = _signature(policy_file)
             if now != last:
                 last = now
-                reload("file changed")
+                try:
+                    reload("file changed")
+                except Exception:  # a bug in compiling must not stop watching for good
+                    log.exception("hydraguard: policy reload crashed")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -96,6 +100,8 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
         finally:
             if watcher is not None:
                 watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             if proxy is not None:
@@ -114,11 +120,14 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
     return app
 
 
-def _mtime(path: Path) -> float | None:
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """mtime, size and inode: an edit within the file system's timestamp granularity
+    still changes the size, and an editor's save-by-rename changes the inode."""
     try:
-        return path.stat().st_mtime_ns
+        stat = path.stat()
     except OSError:
         return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def config_to_env(config: GatewayConfig) -> None:

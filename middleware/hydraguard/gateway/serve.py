@@ -38,7 +38,11 @@ def banner(config: GatewayConfig, host: str, port: int, workers: int) -> str:
 
 def serve(args: argparse.Namespace) -> int:
     config = GatewayConfig(
-        policy=args.policy, upstream=args.upstream, storage=args.storage, mock_latency=args.mock_latency
+        policy=args.policy,
+        upstream=args.upstream,
+        storage=args.storage,
+        mock_latency=args.mock_latency,
+        mock_token_delay=args.mock_token_delay,
     )
     if args.workers > 1 and config.storage.startswith("memory"):
         print(

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from ..assess.config import AnomalyConfig
 from ..cluster.config import ClusteringConfig
+from ..record.audit import AuditConfig
 
 Mode = Literal["enforce", "shadow"]
 Dialect = Literal["openai-chat", "anthropic-messages", "generic"]
@@ -196,6 +197,7 @@ class Policy(Strict):
     clustering: ClusteringConfig = ClusteringConfig(enabled=False)
     clusters: ClusterLimits = ClusterLimits()
     anomaly: AnomalyConfig = AnomalyConfig(enabled=False)
+    audit: AuditConfig = AuditConfig()
     storage: Storage = Storage()
     admin: Admin = Admin()
 
