@@ -35,16 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hydraguard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gateway: HydraGuard in front of an upstream model API")
+    serve = commands.add_parser(
+        "serve", help="run the gateway: HydraGuard in front of an upstream model API"
+    )
     serve.add_argument("--policy", help="policy file (default: the shipped default policy)")
     serve.add_argument("--upstream", help="upstream base URL (default: the built-in mock model)")
     serve.add_argument("--storage", default="memory://", help="memory:// or a Redis URL")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--mock-latency", type=float, default=0.0, help="built-in mock: seconds before answering")
     serve.add_argument(
-        "--mock-token-delay", type=float, default=0.0, help="built-in mock: seconds between streamed tokens"
+        "--mock-latency", type=float, default=0.0, help="built-in mock: seconds before answering"
+    )
+    serve.add_argument(
+        "--mock-token-delay",
+        type=float,
+        default=0.0,
+        help="built-in mock: seconds between streamed tokens",
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
@@ -53,8 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("policies", nargs="+", metavar="POLICY")
     check.set_defaults(run=_check)
 
-    _optional(commands, "simulate", "hydraguard.simulate.command", "write synthetic benign + attack traffic")
-    _optional(commands, "replay", "hydraguard.replay.command", "backtest a policy on logged traffic")
+    _optional(
+        commands,
+        "simulate",
+        "hydraguard.simulate.command",
+        "write synthetic benign + attack traffic",
+    )
+    _optional(
+        commands, "replay", "hydraguard.replay.command", "backtest a policy on logged traffic"
+    )
     return parser
 
 

@@ -154,7 +154,8 @@ class Guard:
         effects = NO_EFFECTS
         risk = 0.0
         if self.risk is not None:
-            assessment = self.risk.assess(identity.account, cluster, now)
+            # A lone account's cluster is the account itself: one subject, not two.
+            assessment = self.risk.assess(identity.account, cluster if size > 1 else None, now)
             risk = assessment.risk
             effects = effects_of(assessment)
             if effects is not NO_EFFECTS:
@@ -165,6 +166,7 @@ class Guard:
             identity, facts, now, cluster, effects.factor, growth * effects.factor
         )
         decision.risk = risk
+        decision.cluster_size = size
         if effects is not NO_EFFECTS:
             decision.detectors = assessment.top_detectors
             decision.shadow_actions = effects.shadow

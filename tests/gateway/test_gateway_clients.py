@@ -222,7 +222,9 @@ async def test_anthropic_sdk_calls_then_rate_limit_error(gateway: Gateway) -> No
 
 async def test_anthropic_sdk_retry_waits_for_retry_after(gateway: Gateway) -> None:
     key = "k-anthropic-retry"
-    async with anthropic.AsyncAnthropic(base_url=gateway.base, api_key=key, max_retries=2) as client:
+    async with anthropic.AsyncAnthropic(
+        base_url=gateway.base, api_key=key, max_retries=2
+    ) as client:
         for _ in range(2):
             await client.messages.create(**message())  # type: ignore[call-overload]
         started = time.monotonic()
@@ -295,4 +297,3 @@ async def test_sse_reaches_the_client_progressively_and_settles_from_usage(
     reserved = gateway.registry.get_sample_value("hydraguard_tokens_reserved_total", labels)
     assert by_usage == expected
     assert reserved is not None and reserved >= 400 > expected
-

@@ -47,10 +47,16 @@ admin:
   token_env: HYDRAGUARD_TEST_ADMIN_TOKEN
 """
 
-CHAT = {"model": "hydraguard-mock", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {
+    "model": "hydraguard-mock",
+    "max_tokens": 4,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
-def policy_text(name: str = "reload-test", requests: str = "3/minute", concurrency: int = 10) -> str:
+def policy_text(
+    name: str = "reload-test", requests: str = "3/minute", concurrency: int = 10
+) -> str:
     return textwrap.dedent(POLICY.format(name=name, requests=requests, concurrency=concurrency))
 
 
@@ -69,7 +75,9 @@ class Running:
         self.last = httpx.Response(0)  # the latest answer statuses() got
 
     def reloads(self, result: str) -> float:
-        value = self.registry.get_sample_value("hydraguard_policy_reloads_total", {"result": result})
+        value = self.registry.get_sample_value(
+            "hydraguard_policy_reloads_total", {"result": result}
+        )
         return value or 0.0
 
     async def wait_for_reload(self, result: str, count: float) -> None:
@@ -126,7 +134,9 @@ async def test_changed_limit_applies_and_invalid_policy_keeps_the_old_one(
         assert await gateway.statuses(http, 1) == [429]
         assert "tier.default.requests.6/minute" in gateway.last.text
         assert await gateway.statuses(http, 7, account="b") == [200] * 6 + [429]
-    logged = "\n".join(record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR)
+    logged = "\n".join(
+        record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR
+    )
     assert re.search(rf"{re.escape(str(path))}:\d+: tiers_typo: unknown key", logged), logged
 
 
@@ -160,7 +170,16 @@ async def test_sighup_reloads_a_running_serve(tmp_path: Path) -> None:
     env = {**os.environ, "HYDRAGUARD_TEST_ADMIN_TOKEN": "hup-token"}
     with stderr.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "hydraguard.cli", "serve", "--policy", str(path), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "hydraguard.cli",
+                "serve",
+                "--policy",
+                str(path),
+                "--port",
+                str(port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=env,

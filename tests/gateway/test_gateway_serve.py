@@ -50,7 +50,11 @@ storage:
   timeout: 5
 """
 
-CHAT = {"model": "hydraguard-mock", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {
+    "model": "hydraguard-mock",
+    "max_tokens": 8,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def promtool_check(text: str) -> None:
@@ -79,7 +83,9 @@ async def test_metrics_pass_promtool_and_healthz_answers(serve: Serve, tmp_path:
     base = await serve(app)
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         statuses = [
-            (await http.post("/v1/chat/completions", json=CHAT, headers={"x-account-id": "a"})).status_code
+            (
+                await http.post("/v1/chat/completions", json=CHAT, headers={"x-account-id": "a"})
+            ).status_code
             for _ in range(3)
         ]
         assert statuses == [200, 200, 429]
@@ -200,7 +206,9 @@ async def test_serve_defaults_mock_banner_curl_line_metrics(tmp_path: Path) -> N
         banner = served.out()
         assert "MOCK" in banner
         assert f"hydraguard gateway on {served.base}" in banner
-        curl = next(line.strip() for line in banner.splitlines() if line.strip().startswith("curl "))
+        curl = next(
+            line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")
+        )
         request = curl_request(curl)
         assert str(request.url).startswith(served.base)
         async with httpx.AsyncClient(timeout=10) as http:

@@ -46,7 +46,11 @@ storage:
   on_error: closed
 """
 
-CHAT = {"model": "hydraguard-mock", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {
+    "model": "hydraguard-mock",
+    "max_tokens": 4,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def flush() -> None:
@@ -80,6 +84,7 @@ def decisions_per_worker(metrics_dir: Path) -> list[float]:
 
 
 @pytest.mark.redis
+@pytest.mark.slow  # two spawned workers take several seconds to start
 async def test_two_workers_share_one_exact_quota_on_redis(tmp_path: Path) -> None:
     flush()
     policy = tmp_path / "policy.yaml"

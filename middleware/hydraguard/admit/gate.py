@@ -35,6 +35,7 @@ class Decision:
     retry_after: int  # whole seconds until the refusing rule has room
     too_large: bool  # the request alone exceeds a limit: waiting will not help
     cluster: str | None = None  # the account's cluster at decision time
+    cluster_size: int = 1
     risk: float = 0.0  # the account's effective risk score at decision time, 0..1
     actions: tuple[str, ...] = ()  # actions applied besides plain admission (cap_max_tokens, ...)
     output_cap: int | None = None  # max_tokens cap applied to the request, if any

@@ -43,7 +43,8 @@ class Learning:
     ) -> None:
         # Only what learning needs: a queued lesson must not keep the decision's plan alive.
         identity = decision.identity
-        lesson = (identity.account, identity.tier, decision.cluster, decision.ts, facts,
+        cluster = decision.cluster if decision.cluster_size > 1 else None  # a lone account: one subject
+        lesson = (identity.account, identity.tier, cluster, decision.ts, facts,
                   input_tokens, output_tokens, status)
         if not defer:
             self._learn(*lesson)

@@ -78,6 +78,7 @@ class ClusterIndex:
         self._roots: dict[str, int] = {}  # cluster id -> root, clusters of 2+
         self._links = Counter[str]()
         self.merges = 0
+        self._cids: dict[int, str] = {}
 
     # -- the request path -------------------------------------------------
 
@@ -93,8 +94,15 @@ class ClusterIndex:
 
     def observe_sized(self, account: str, signals: dict[str, tuple[str, ...]], ts: float) -> tuple[str, int]:
         """Like observe, and the cluster's size (for limits that grow with membership)."""
-        cid = self.observe(account, signals, ts)
-        return cid, self.uf.size[self.uf.find(self._accounts[account])]
+        self.observe(account, signals, ts)
+        return self.cluster_and_size(account)
+
+    def cluster_and_size(self, account: str) -> tuple[str, int]:
+        a = self._accounts.get(account)
+        if a is None:
+            return cluster_id(account), 1
+        root = self.uf.find(a)
+        return self._cid(root), self.uf.size[root]
 
     def cluster_of(self, account: str) -> str:
         a = self._accounts.get(account)
@@ -301,4 +309,8 @@ class ClusterIndex:
         return f"{self.signal_names[self.value_signal[vid]]}\x1f{self.value_text[vid]}"
 
     def _cid(self, root: int) -> str:
-        return cluster_id(self.account_names[root])
+        # A root's id is asked for on every request: hash its name once.
+        cid = self._cids.get(root)
+        if cid is None:
+            cid = self._cids[root] = cluster_id(self.account_names[root])
+        return cid

@@ -40,6 +40,7 @@ class Linker:
         else:
             self.index = ClusterIndex(config, on_merge=self._merged)
         self._known: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._last: dict[str, dict[str, tuple[str, ...]]] = {}  # memory index: last signals seen
         # Clusters this process saw merged away: a cached mapping to one of them is stale,
         # so that account is decided on a fresh read (else it would spend a dead cluster's quota).
         self._absorbed: set[str] = set()
@@ -63,6 +64,12 @@ class Linker:
 
     async def resolve(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> tuple[str, int]:
         if not self.shared:
+            # An account usually sends the same signals every time: nothing new to link.
+            if self._last.get(account) == signals:
+                return self.index.cluster_and_size(account)  # type: ignore[no-any-return]
+            if len(self._last) > _CACHE:
+                self._last.clear()
+            self._last[account] = signals
             return self.index.observe_sized(account, signals, now)  # type: ignore[no-any-return]
         known = self._known.get(account)
         if known is None or known[0] in self._absorbed:
@@ -102,8 +109,10 @@ class Linker:
         """Operator links/unlinks change mappings: drop what this process remembers."""
         for account in accounts:
             self._known.pop(account, None)
+            self._last.pop(account, None)
         if not accounts:
             self._known.clear()
+            self._last.clear()
             self._absorbed.clear()  # a split can bring an absorbed id back
 
     async def drain(self) -> None:

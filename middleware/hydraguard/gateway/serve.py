@@ -29,8 +29,8 @@ def banner(config: GatewayConfig, host: str, port: int, workers: int) -> str:
             "Try it:",
             f"  curl -s {base}/v1/chat/completions -H 'content-type: application/json' "
             "-H 'x-account-id: demo' "
-            "-d '{\"model\": \"hydraguard-mock\", \"max_tokens\": 32, "
-            "\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'",
+            '-d \'{"model": "hydraguard-mock", "max_tokens": 32, '
+            '"messages": [{"role": "user", "content": "Hello!"}]}\'',
             "",
         ]
     )
@@ -60,7 +60,9 @@ def serve(args: argparse.Namespace) -> int:
     config_to_env(config)
     if args.workers > 1:
         # Workers share metrics through files (prometheus_client multiprocess mode).
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hydraguard-metrics-"))
+        os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hydraguard-metrics-")
+        )
     print(banner(config, args.host, args.port, args.workers), flush=True)
     try:
         if args.workers > 1:
@@ -74,7 +76,13 @@ def serve(args: argparse.Namespace) -> int:
                 access_log=False,
             )
         else:
-            uvicorn.run(app_from_env(), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+            uvicorn.run(
+                app_from_env(),
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level,
+                access_log=False,
+            )
     except StorageError as exc:
         print(f"hydraguard serve: {exc}", file=sys.stderr)
         return 1
