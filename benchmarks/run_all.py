@@ -23,7 +23,24 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 README = HERE / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-CHECKS = {"bare": "none", "slowapi": "1", "limits": "2", "hydraguard": "6 windows + 1 concurrency"}
+
+
+def limits_per_request() -> dict[str, str]:
+    """What each variant checks per request; HydraGuard's count comes from its plan."""
+    sys.path.insert(0, str(HERE))
+    import variants
+
+    from hydraguard.admit.plan import Planner
+
+    checks = Planner(variants.bench_policy()).plan("bench", "default", 1).checks
+    windows = sum(1 for c in checks if c.window > 0)
+    concurrency = sum(1 for c in checks if c.window == 0)
+    return {
+        "bare": "none",
+        "slowapi": "1",
+        "limits": "2",
+        "hydraguard": f"{windows} windows + {concurrency} concurrency",
+    }
 
 
 def commands(redis: str, quick: bool) -> list[list[str]]:
@@ -89,6 +106,7 @@ def render(command: str) -> str:
         "",
     ]
     targets: list[tuple[str, str, bool | None]] = []
+    checks = limits_per_request()
     for name, title in (("overhead-memory.json", "memory://"), ("overhead-redis.json", "Redis")):
         report = _read(name)
         if report is None:
@@ -98,7 +116,7 @@ def render(command: str) -> str:
             "",
             f"{report['calls']} sequential calls x {report['reps']} repetitions per variant, "
             "interleaved; "
-            f"{report['accounts']} rotating accounts; every response 200.",
+            f"{report['accounts']} random accounts, distinct prompts; every response 200.",
             "",
             "| variant | limits per request | µs per call (median) | added µs over bare "
             "| best rep µs | added µs, best reps |",
@@ -106,7 +124,7 @@ def render(command: str) -> str:
         ]
         for variant, r in report["results"].items():
             lines.append(
-                f"| {variant} | {CHECKS[variant]} | {r['median_us']:.1f} | {r['added_us']:.1f} "
+                f"| {variant} | {checks[variant]} | {r['median_us']:.1f} | {r['added_us']:.1f} "
                 f"| {r['best_us']:.1f} | {r['added_best_us']:.1f} |"
             )
         lines.append("")

@@ -246,3 +246,50 @@ async def test_cluster_endpoints_without_clustering_say_so(admin_app: Build) -> 
         assert "clustering is off" in response.json()["error"]
     bad = await app.client.post("/_hydraguard/links", json={"a": "x"}, headers=ADMIN)
     assert bad.status_code == 400
+
+
+LINKING_AND_RISK = """\
+clustering:
+  signals:
+    payment: {header: x-payment-fingerprint, weight: 1.0}
+anomaly:
+  risk: {rescore_every: 1}
+  detectors:
+    extraction_params: {weight: 1.0, min_events: 2, low: 0.1, high: 0.5}
+  rules:
+    - {name: watch, when: {risk_gte: 0.5}, action: flag}
+"""
+
+
+async def test_reload_keeps_clusters_and_risk_when_their_config_is_unchanged(
+    admin_app: Build,
+) -> None:
+    app = await admin_app(policy_text() + LINKING_AND_RISK)
+    probe = {
+        "model": "m",
+        "max_tokens": 1,
+        "logit_bias": {"1": 5},
+        "messages": [{"role": "user", "content": "next token?"}],
+    }
+    for account in ("keep-a", "keep-b"):
+        for _ in range(2):
+            response = await app.client.post(
+                "/v1/chat/completions",
+                json=probe,
+                headers={"x-account-id": account, "x-payment-fingerprint": "card-keep"},
+            )
+            assert response.status_code == 200
+    await app.guard.drain()
+
+    async def state() -> tuple[str, float]:
+        view = (await app.client.get("/_hydraguard/accounts/keep-b", headers=ADMIN)).json()
+        return view["cluster"], view["risk"]
+
+    before = await state()
+    assert before[1] > 0.5
+    app.path.write_text(policy_text(name="v2", requests="20/minute") + LINKING_AND_RISK)
+    assert (await app.client.post("/_hydraguard/reload", headers=ADMIN)).status_code == 200
+    assert app.guard.policy.name == "v2"
+    assert await state() == before
+    view = (await app.client.get("/_hydraguard/accounts/keep-a", headers=ADMIN)).json()
+    assert view["cluster"] == before[0]

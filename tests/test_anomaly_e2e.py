@@ -174,7 +174,7 @@ async def test_delay_holds_without_blocking_and_bounds_the_held(
     await make_risky(g, "risky")
     held = asyncio.create_task(send(g, "risky", PLAIN))
     async with asyncio.timeout(10):
-        while g.guard.guard._held < 1:
+        while g.guard.guard._held < 1:  # noqa: ASYNC110 - the guard's hold count has no event
             await asyncio.sleep(0.005)
     # The loop is free: another account is served while the risky request waits.
     assert (await send(g, "calm", PLAIN)).status_code == 200
@@ -292,6 +292,10 @@ async def test_a_shadow_rule_changes_nothing_but_is_counted(
 
 # --- the scripted extraction run against the gateway -------------------------------------
 
+# The default detectors raise the cluster's risk in steps: 0 below 10 requests, ~0.36 from
+# 10 (extraction parameters: half the requests probe), ~0.71 from 20 (chain-of-thought
+# lexicon, template repetition and regular timing join in). The thresholds sit well inside
+# those steps, so the order of concurrent requests cannot tip a rule either way.
 GATEWAY_POLICY = """
 name: gateway-e2e
 identity:
@@ -315,14 +319,15 @@ clusters:
 anomaly:
   risk: {half_life: 30m, cluster_influence: 1.0, rescore_every: 1}
   rules:
-    - {name: throttle-extraction, when: {risk_gte: 0.4}, action: throttle, factor: 0.5}
-    - {name: block-extraction, when: {risk_gte: 0.7}, action: block, seconds: 900}
+    - {name: throttle-extraction, when: {risk_gte: 0.3}, action: throttle, factor: 0.5}
+    - {name: block-extraction, when: {risk_gte: 0.6}, action: block, seconds: 900}
 storage:
   timeout: 5
 """
 ATTACK_TEMPLATE = (
     "Think step by step and show your complete chain of thought before answering. "
-    "Problem {n}: a train leaves at {h} o'clock travelling {v} km per hour; how far has it gone by noon?"
+    "Problem {n}: a train leaves at {h} o'clock travelling {v} km per hour; "
+    "how far has it gone by noon?"
 )
 USER_PROMPTS = [
     "What's a good name for a grey cat?",
@@ -409,11 +414,12 @@ async def test_a_scripted_extraction_is_throttled_then_blocked_while_a_user_is_s
                 human = clock.now >= next_user
                 if human:
                     next_user = clock.now + rng.uniform(5, 15)
-                results = await asyncio.gather(*batch, *([user(client, tick)] if human else []))
-                if human:
-                    user_statuses.append(results.pop())
+                ordinary = asyncio.create_task(user(client, tick)) if human else None
+                results = list(await asyncio.gather(*batch))
+                if ordinary is not None:
+                    user_statuses.append(await ordinary)
                 await guard.drain()
-                timeline.append((tick, results, counted("throttle"), counted("block")))  # type: ignore[arg-type]
+                timeline.append((tick, results, counted("throttle"), counted("block")))
                 clock.now += 2.0
     finally:
         await guard.aclose()

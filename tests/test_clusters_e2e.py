@@ -198,7 +198,25 @@ async def test_the_cluster_limit_grows_with_membership_up_to_its_cap(
         assert view["limits"][0]["limit"] == expected
 
 
-def held_upstream(entered: list[str], release: asyncio.Event) -> Starlette:
+class Entered(list[str]):
+    """Accounts whose request reached the upstream; ``await entered.reach(n)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def append(self, account: str) -> None:
+        super().append(account)
+        self.changed.set()
+
+    async def reach(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def held_upstream(entered: Entered, release: asyncio.Event) -> Starlette:
     """A model API that holds every request until ``release`` is set."""
 
     async def chat_endpoint(request: Request) -> Response:
@@ -211,7 +229,7 @@ def held_upstream(entered: list[str], release: asyncio.Event) -> Starlette:
 
 
 async def test_concurrency_is_limited_at_cluster_level(guarded: Any, kit: SimpleNamespace) -> None:
-    entered: list[str] = []
+    entered = Entered()
     release = asyncio.Event()
     release.set()
     g = await guarded(
@@ -224,17 +242,13 @@ async def test_concurrency_is_limited_at_cluster_level(guarded: Any, kit: Simple
     running = [
         asyncio.create_task(chat(g, f"conc-{i}", headers={CARD: "card-c"})) for i in range(2)
     ]
-    async with asyncio.timeout(10):
-        while len(entered) < 2:
-            await asyncio.sleep(0.005)
+    await entered.reach(2)
     third = await chat(g, "conc-2", headers={CARD: "card-c"})
     assert third.status_code == 429
     assert third.json()["error"]["rule"] == "cluster.concurrency"
     # An unlinked account is not held back by the cluster's slots.
     outsider = asyncio.create_task(chat(g, "outsider", headers={CARD: "card-other"}))
-    async with asyncio.timeout(10):
-        while len(entered) < 3:
-            await asyncio.sleep(0.005)
+    await entered.reach(3)
     release.set()
     assert [r.status_code for r in await asyncio.gather(*running, outsider)] == [200, 200, 200]
     assert (await chat(g, "conc-2", headers={CARD: "card-c"})).status_code == 200
@@ -361,29 +375,25 @@ async def test_accounts_sending_one_template_link_after_learning(
     assert signals == {"subnet", "template"}
 
 
-async def test_cluster_gauges_are_exported_without_ids(kit: SimpleNamespace) -> None:
-    registry = CollectorRegistry()
-    guard = HydraGuard(
-        kit.build_upstream(kit.Upstream()),
-        policy=kit.compile_yaml(policy()),
-        storage="memory://",
-        registry=registry,
-        clock=kit.Clock(),
-    )
-    g = SimpleNamespace(
-        guard=guard,
-        client=httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=guard), base_url="http://testserver"
-        ),
-    )
-    try:
-        for i in range(3):
-            await chat(g, f"gauge-{i}", headers={CARD: "card-g"})
-        await chat(g, "gauge-solo", headers={CARD: "card-solo"})
-        cluster = await cluster_of(g, "gauge-0")
-    finally:
-        await g.client.aclose()
-        await guard.aclose()
+async def test_cluster_gauges_are_exported_without_ids(
+    guarded: Any, kit: SimpleNamespace, storage_uri: str, request: pytest.FixtureRequest
+) -> None:
+    if storage_uri.startswith("redis"):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="the cluster collector reads only the memory index: RedisClusterIndex.stats "
+                "is async and a Prometheus collector is sync, so on Redis no cluster gauge is "
+                "exported (needs stats cached by a periodic task)",
+            )
+        )
+    g = await guarded(kit.build_upstream(kit.Upstream()), policy(), clock=kit.Clock())
+    for i in range(3):
+        await chat(g, f"gauge-{i}", headers={CARD: "card-g"})
+    await chat(g, "gauge-solo", headers={CARD: "card-solo"})
+    cluster = await cluster_of(g, "gauge-0")
+    registry = g.registry
     text = generate_latest(registry).decode()
     assert registry.get_sample_value("hydraguard_clusters") == 1
     assert registry.get_sample_value("hydraguard_cluster_accounts") == 4
@@ -391,3 +401,29 @@ async def test_cluster_gauges_are_exported_without_ids(kit: SimpleNamespace) -> 
     assert registry.get_sample_value("hydraguard_cluster_links_total", {"signal": "payment"}) == 2
     for secret in ("gauge-", "card-", cluster):
         assert secret not in text
+
+
+@pytest.mark.parametrize(("on_error", "status"), [("open", 200), ("closed", 503)])
+async def test_linking_follows_the_storage_policy_when_redis_is_down(
+    kit: SimpleNamespace, on_error: str, status: int
+) -> None:
+    doc = yaml.safe_load(policy())
+    doc["storage"] = {"on_error": on_error, "timeout": 0.5}
+    guard = HydraGuard(
+        kit.build_upstream(kit.Upstream()),
+        policy=kit.compile_yaml(yaml.safe_dump(doc)),
+        storage="redis://127.0.0.1:1/0",  # nothing listens on port 1: connections are refused
+        registry=CollectorRegistry(),
+        clock=kit.Clock(),
+    )
+    transport = httpx.ASGITransport(app=guard, raise_app_exceptions=False)
+    g = SimpleNamespace(
+        guard=guard, client=httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    )
+    try:
+        for account in ("down-a", "down-b", "down-a"):
+            response = await chat(g, account, headers={CARD: "card-down"})
+            assert response.status_code == status
+    finally:
+        await g.client.aclose()
+        await guard.aclose()

@@ -6,6 +6,7 @@ chunk by chunk while the token reservation settles from the stream's usage."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import textwrap
 import time
@@ -17,6 +18,9 @@ import anthropic
 import httpx
 import openai
 import pytest
+from anthropic.types import Message as AnthropicMessage
+from anthropic.types import TextBlock
+from openai.types.chat import ChatCompletion
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -121,7 +125,7 @@ def assert_waited_for_retry_after(exchanges: list[Exchange]) -> None:
     assert [e.status for e in exchanges][:2] == [200, 200]
     assert exchanges[2].status == 429
     assert exchanges[-1].status == 200
-    for refused, retry in zip(exchanges[2:], exchanges[3:], strict=False):
+    for refused, retry in itertools.pairwise(exchanges[2:]):
         if refused.status != 429:
             continue
         assert refused.retry_after is not None and 0 < refused.retry_after <= 60
@@ -132,13 +136,10 @@ def assert_waited_for_retry_after(exchanges: list[Exchange]) -> None:
 # --- openai -------------------------------------------------------------------------------
 
 
-def chat(**extra: object) -> dict[str, object]:
-    return {
-        "model": "hydraguard-mock",
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": 12,
-        **extra,
-    }
+async def chat(client: openai.AsyncOpenAI) -> ChatCompletion:
+    return await client.chat.completions.create(
+        model="hydraguard-mock", messages=[{"role": "user", "content": PROMPT}], max_tokens=12
+    )
 
 
 async def test_openai_sdk_calls_then_rate_limit_error(gateway: Gateway) -> None:
@@ -146,12 +147,16 @@ async def test_openai_sdk_calls_then_rate_limit_error(gateway: Gateway) -> None:
     async with openai.AsyncOpenAI(
         base_url=f"{gateway.base}/v1", api_key="k-openai-limited", max_retries=0
     ) as client:
-        completion = await client.chat.completions.create(**chat())  # type: ignore[call-overload]
+        completion = await chat(client)
         assert completion.choices[0].message.content == expected.text
         assert completion.usage is not None and completion.usage.completion_tokens == 12
 
         stream = await client.chat.completions.create(
-            **chat(stream=True, stream_options={"include_usage": True})  # type: ignore[arg-type]
+            model="hydraguard-mock",
+            messages=[{"role": "user", "content": PROMPT}],
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
         )
         text, usage = "", None
         async for chunk in stream:
@@ -162,7 +167,7 @@ async def test_openai_sdk_calls_then_rate_limit_error(gateway: Gateway) -> None:
         assert usage is not None and usage.completion_tokens == 12
 
         with pytest.raises(openai.RateLimitError) as caught:
-            await client.chat.completions.create(**chat())  # type: ignore[call-overload]
+            await chat(client)
     assert caught.value.status_code == 429
     assert REQUEST_RULE in str(caught.value)
     assert int(caught.value.response.headers["retry-after"]) >= 1
@@ -175,9 +180,9 @@ async def test_openai_sdk_retry_waits_for_retry_after(gateway: Gateway) -> None:
         base_url=f"{gateway.base}/v1", api_key=key, max_retries=2
     ) as client:
         for _ in range(2):
-            await client.chat.completions.create(**chat())  # type: ignore[call-overload]
+            await chat(client)
         started = time.monotonic()
-        completion = await client.chat.completions.create(**chat())  # type: ignore[call-overload]
+        completion = await chat(client)
         took = time.monotonic() - started
     assert completion.choices[0].message.content == generate(PROMPT, 12).text
     exchanges = gateway.recorder.of(key)
@@ -188,13 +193,10 @@ async def test_openai_sdk_retry_waits_for_retry_after(gateway: Gateway) -> None:
 # --- anthropic ----------------------------------------------------------------------------
 
 
-def message(**extra: object) -> dict[str, object]:
-    return {
-        "model": "hydraguard-mock",
-        "max_tokens": 12,
-        "messages": [{"role": "user", "content": PROMPT}],
-        **extra,
-    }
+async def message(client: anthropic.AsyncAnthropic) -> AnthropicMessage:
+    return await client.messages.create(
+        model="hydraguard-mock", max_tokens=12, messages=[{"role": "user", "content": PROMPT}]
+    )
 
 
 async def test_anthropic_sdk_calls_then_rate_limit_error(gateway: Gateway) -> None:
@@ -202,18 +204,21 @@ async def test_anthropic_sdk_calls_then_rate_limit_error(gateway: Gateway) -> No
     async with anthropic.AsyncAnthropic(
         base_url=gateway.base, api_key="k-anthropic-limited", max_retries=0
     ) as client:
-        reply = await client.messages.create(**message())  # type: ignore[call-overload]
+        reply = await message(client)
+        assert isinstance(reply.content[0], TextBlock)
         assert reply.content[0].text == expected.text
         assert reply.usage.output_tokens == 12
 
-        async with client.messages.stream(**message()) as stream:  # type: ignore[arg-type]
+        async with client.messages.stream(
+            model="hydraguard-mock", max_tokens=12, messages=[{"role": "user", "content": PROMPT}]
+        ) as stream:
             pieces = [text async for text in stream.text_stream]
             final = await stream.get_final_message()
         assert "".join(pieces) == expected.text
         assert final.usage.output_tokens == 12
 
         with pytest.raises(anthropic.RateLimitError) as caught:
-            await client.messages.create(**message())  # type: ignore[call-overload]
+            await message(client)
     assert caught.value.status_code == 429
     assert REQUEST_RULE in str(caught.value)
     assert caught.value.body is not None and REQUEST_RULE in json.dumps(caught.value.body)
@@ -226,10 +231,11 @@ async def test_anthropic_sdk_retry_waits_for_retry_after(gateway: Gateway) -> No
         base_url=gateway.base, api_key=key, max_retries=2
     ) as client:
         for _ in range(2):
-            await client.messages.create(**message())  # type: ignore[call-overload]
+            await message(client)
         started = time.monotonic()
-        reply = await client.messages.create(**message())  # type: ignore[call-overload]
+        reply = await message(client)
         took = time.monotonic() - started
+    assert isinstance(reply.content[0], TextBlock)
     assert reply.content[0].text == generate(PROMPT, 12).text
     exchanges = gateway.recorder.of(key)
     assert_waited_for_retry_after(exchanges)

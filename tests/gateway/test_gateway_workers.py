@@ -5,13 +5,13 @@ multiprocess mode) adds up the decisions of both."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
-import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +21,9 @@ import redis
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # a db of its own: flushed before and after
+# A db of its own, flushed before and after. Another run flushing it mid-test would reset
+# the counters and admit more than the limit (seen when other suites were pointed at it).
+REDIS_URL = "redis://127.0.0.1:6379/12"
 STARTUP = 60  # seconds: only bounds a hang when the workers cannot start
 LIMIT, SENT = 50, 200
 
@@ -87,6 +89,7 @@ def decisions_per_worker(metrics_dir: Path) -> list[float]:
 @pytest.mark.slow  # two spawned workers take several seconds to start
 async def test_two_workers_share_one_exact_quota_on_redis(tmp_path: Path) -> None:
     flush()
+    account = f"shared-{uuid.uuid4().hex}"  # no key left over from any earlier run
     policy = tmp_path / "policy.yaml"
     policy.write_text(textwrap.dedent(POLICY))
     metrics_dir = tmp_path / "metrics"
@@ -100,15 +103,14 @@ async def test_two_workers_share_one_exact_quota_on_redis(tmp_path: Path) -> Non
         *("--mock-latency", "0.05"),  # keeps requests in flight together across both workers
     ]
     with stderr.open("wb") as err:
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=err, env=env, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + STARTUP
-        while stderr.read_text().count("Application startup complete.") < 2:
-            assert process.poll() is None, stderr.read_text()
-            assert time.monotonic() < deadline, stderr.read_text()
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(STARTUP):  # both workers up, so both can take connections
+            while stderr.read_text().count("Application startup complete.") < 2:
+                assert process.returncode is None, stderr.read_text()
+                await asyncio.sleep(0.05)
 
         limits = httpx.Limits(max_connections=SENT, max_keepalive_connections=SENT)
         base = f"http://127.0.0.1:{port}"
@@ -116,20 +118,23 @@ async def test_two_workers_share_one_exact_quota_on_redis(tmp_path: Path) -> Non
 
             async def one() -> int:
                 response = await http.post(
-                    "/v1/chat/completions", json=CHAT, headers={"x-account-id": "shared"}
+                    "/v1/chat/completions", json=CHAT, headers={"x-account-id": account}
                 )
                 return response.status_code
 
             statuses = Counter(await asyncio.gather(*(one() for _ in range(SENT))))
             metrics = await http.get("/metrics")
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+        # The whole group: the uvicorn parent and its spawned workers.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
             try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+                async with asyncio.timeout(15):
+                    await process.wait()
+                break
+            except TimeoutError:
+                continue
         flush()
 
     assert statuses == {200: LIMIT, 429: SENT - LIMIT}, stderr.read_text()[-2000:]
@@ -144,7 +149,12 @@ async def test_two_workers_share_one_exact_quota_on_redis(tmp_path: Path) -> Non
     per_worker = decisions_per_worker(metrics_dir)
     assert len(per_worker) == 2 and all(count > 0 for count in per_worker), per_worker
     assert sum(per_worker) == SENT
-    checked = subprocess.run(
-        ["promtool", "check", "metrics"], input=metrics.content, capture_output=True, timeout=30
+    promtool = await asyncio.create_subprocess_exec(
+        *("promtool", "check", "metrics"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
-    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    async with asyncio.timeout(30):
+        output, _ = await promtool.communicate(metrics.content)
+    assert promtool.returncode == 0, output.decode()

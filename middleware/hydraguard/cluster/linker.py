@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import StorageError
 from ..storage.base import Storage
 from .config import ClusteringConfig
 from .index import ClusterIndex
@@ -73,7 +74,13 @@ class Linker:
             return self.index.observe_sized(account, signals, now)  # type: ignore[no-any-return]
         known = self._known.get(account)
         if known is None or known[0] in self._absorbed:
-            known = await self.index.observe_sized(account, signals, now)
+            try:
+                known = await self.index.observe_sized(account, signals, now)
+            except StorageError as exc:
+                # The account stands alone for now; admission then follows the storage
+                # policy (on_error) as it would without clusters, instead of a 500.
+                log.warning("hydraguard: linking unavailable, deciding alone: %s", exc)
+                return cluster_id(account), 1
             self._remember(account, known)
             return known
         self._known.move_to_end(account)

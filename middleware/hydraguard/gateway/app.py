@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -61,7 +60,7 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
         return Response(generate_latest(guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
-        storage_ok = True
+        storage_ok = False  # stays False when the ping raises or times out
         with contextlib.suppress(Exception):
             async with asyncio.timeout(0.5):
                 storage_ok = await guard.storage.primary.ping()

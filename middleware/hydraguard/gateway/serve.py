@@ -21,7 +21,8 @@ def banner(config: GatewayConfig, host: str, port: int, workers: int) -> str:
     return "\n".join(
         [
             "",
-            f"hydraguard gateway on {base} ({workers} worker{'s' if workers > 1 else ''}, storage {config.storage})",
+            f"hydraguard gateway on {base} "
+            f"({workers} worker{'s' if workers > 1 else ''}, storage {config.storage})",
             f"  upstream: {upstream}",
             f"  policy:   {config.policy or 'shipped default'}",
             f"  metrics:  {base}/metrics   health: {base}/healthz",

@@ -167,7 +167,8 @@ class Tokens(Strict):
 
 class Storage(Strict):
     on_error: Literal["open", "closed", "local"] = "open"
-    timeout: Annotated[float, Field(gt=0, le=10)] = 0.05
+    # Bounds the added latency; counts event-loop lag too, so not too tight on a busy server.
+    timeout: Annotated[float, Field(gt=0, le=10)] = 0.25
     replicas: Annotated[int, Field(ge=1)] = 1  # "local": per-process limits are divided by this
     concurrency_lease: Annotated[float, Field(gt=0)] = 600.0
     breaker_failures: Annotated[int, Field(ge=1)] = 5
