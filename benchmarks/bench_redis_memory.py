@@ -30,7 +30,9 @@ async def measure(url: str, accounts: int) -> tuple[int, float]:
     for i in range(accounts):
         plan = planner.plan(f"acct-{i:06d}", "default", 900, f"c-{i:016x}")
         await storage.acquire(plan.checks, now, f"lease-{i}", 600)
-        storage.settle([], [Lease(plan.checks[j].key, f"lease-{i}") for j in plan.lease_checks], now)
+        storage.settle(
+            [], [Lease(plan.checks[j].key, f"lease-{i}") for j in plan.lease_checks], now
+        )
     await storage.drain()
     keys, used = sync.dbsize(), sync.info("memory")["used_memory"] - before
     sync.flushdb()
@@ -45,7 +47,9 @@ def main() -> None:
     parser.add_argument("--url", default="redis://127.0.0.1:6379/11")
     args = parser.parse_args()
     keys, per_account = asyncio.run(measure(args.url, args.accounts))
-    print(f"{args.accounts} accounts: {keys} keys, {per_account:.0f} bytes of Redis memory per account")
+    print(
+        f"{args.accounts} accounts: {keys} keys, {per_account:.0f} bytes of Redis memory per account"
+    )
 
 
 if __name__ == "__main__":

@@ -106,8 +106,14 @@ class AdminAPI:
             cluster = await _maybe_await(guard.linker.index.cluster_of(account))
         risk = guard.risk.risk("account", account, now) if guard.risk is not None else None
         return JSONResponse(
-            {"account": account, "tier": tier, "cluster": cluster, "risk": risk,
-             "blocked_seconds": blocked, "limits": limits}
+            {
+                "account": account,
+                "tier": tier,
+                "cluster": cluster,
+                "risk": risk,
+                "blocked_seconds": blocked,
+                "limits": limits,
+            }
         )
 
     async def cluster(self, request: Request) -> Response:
@@ -117,16 +123,25 @@ class AdminAPI:
             return JSONResponse({"error": "clustering is off in this policy"}, status_code=404)
         info = await _maybe_await(guard.linker.index.explain(cluster))
         if info is None:
-            return JSONResponse({"error": f"no cluster {cluster!r} of two or more accounts"}, status_code=404)
+            return JSONResponse(
+                {"error": f"no cluster {cluster!r} of two or more accounts"}, status_code=404
+            )
         now = self.guard.clock()
         tier = request.query_params.get("tier", guard.policy.default_tier)
         plan = guard.gate.planner.plan(info.members[0], tier, 0, cluster)
         usage = await self.guard.storage.primary.usage(plan.checks, now)
-        per_member, max_factor = guard.policy.cluster_growth.per_member, guard.policy.cluster_growth.max_factor
+        per_member, max_factor = (
+            guard.policy.cluster_growth.per_member,
+            guard.policy.cluster_growth.max_factor,
+        )
         growth = min(max_factor, 1 + per_member * (info.size - 1))
         limits = [
-            {"rule": limit.rule, "limit": max(1, int(check.limit * growth)), "window_seconds": check.window or None,
-             "usage": round(used, 3)}
+            {
+                "rule": limit.rule,
+                "limit": max(1, int(check.limit * growth)),
+                "window_seconds": check.window or None,
+                "usage": round(used, 3),
+            }
             for limit, check, used in zip(plan.limits, plan.checks, usage, strict=True)
             if limit.rule.startswith("cluster.")
         ]
@@ -135,12 +150,24 @@ class AdminAPI:
                 "cluster": info.cluster_id,
                 "size": info.size,
                 "members": list(info.members),
-                "risk": guard.risk.risk("cluster", cluster, now) if guard.risk is not None else None,
+                "risk": guard.risk.risk("cluster", cluster, now)
+                if guard.risk is not None
+                else None,
                 "links": [
-                    {"a": link.a, "b": link.b,
-                     "evidence": [{"signal": e.signal, "value": e.value, "weight": e.weight,
-                                   "first_seen": e.first_seen, "saturated": e.saturated}
-                                  for e in link.evidence]}
+                    {
+                        "a": link.a,
+                        "b": link.b,
+                        "evidence": [
+                            {
+                                "signal": e.signal,
+                                "value": e.value,
+                                "weight": e.weight,
+                                "first_seen": e.first_seen,
+                                "saturated": e.saturated,
+                            }
+                            for e in link.evidence
+                        ],
+                    }
                     for link in info.links
                 ],
                 "limits": limits,
@@ -176,7 +203,9 @@ class AdminAPI:
         return JSONResponse({"a": a, "b": b, "clusters": list(clusters)})
 
     async def reset(self, request: Request) -> Response:
-        removed = await self.guard.storage.primary.clear(account_prefix(request.path_params["account"]))
+        removed = await self.guard.storage.primary.clear(
+            account_prefix(request.path_params["account"])
+        )
         return JSONResponse({"account": request.path_params["account"], "removed_keys": removed})
 
     async def block(self, request: Request) -> Response:
@@ -187,7 +216,8 @@ class AdminAPI:
             seconds = None
         if seconds is None or not 0 < seconds <= MAX_BLOCK_SECONDS:
             return JSONResponse(
-                {"error": f'send {{"seconds": N}} with 0 < N <= {MAX_BLOCK_SECONDS}'}, status_code=400
+                {"error": f'send {{"seconds": N}} with 0 < N <= {MAX_BLOCK_SECONDS}'},
+                status_code=400,
             )
         account = request.path_params["account"]
         key = account_prefix(account) + BLOCK_SUFFIX
@@ -212,8 +242,12 @@ async def _pair(request: Request) -> tuple[str, str, str | None] | Response:
         body = await request.json()
     except ValueError:
         body = None
-    if not (isinstance(body, dict) and isinstance(body.get("a"), str) and isinstance(body.get("b"), str)):
-        return JSONResponse({"error": 'send {"a": account, "b": account, "reason": text}'}, status_code=400)
+    if not (
+        isinstance(body, dict) and isinstance(body.get("a"), str) and isinstance(body.get("b"), str)
+    ):
+        return JSONResponse(
+            {"error": 'send {"a": account, "b": account, "reason": text}'}, status_code=400
+        )
     reason = body.get("reason")
     return body["a"], body["b"], reason if isinstance(reason, str) else None
 

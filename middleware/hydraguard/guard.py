@@ -7,12 +7,12 @@ finish on the Guard they started with.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admit.gate import Decision, Gate
@@ -23,19 +23,21 @@ from .assess.effects import Effects, effects_of
 from .assess.learning import Learning
 from .assess.risk import RiskEngine
 from .cluster.linker import Linker
-from .record.audit import AuditLog, audit_record
-from .record.headers import audit_headers
 from .identify import Identifier, Identity, decode_headers
 from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive
-from .inspect.rewrite import rewrite_request
 from .inspect.dialect import Dialect
 from .inspect.dialects import DIALECTS
 from .inspect.facts import RequestFacts
+from .inspect.rewrite import rewrite_request
 from .metrics import Metrics
 from .observe.usage import UsageReader
 from .policy.compiled import CompiledPolicy, CompiledRoute
+from .record.audit import AuditLog, audit_record
+from .record.headers import audit_headers
 from .respond import send_error, send_refusal
 from .storage.resilient import ResilientStorage
+
+log = logging.getLogger("hydraguard")
 
 
 class Guard:
@@ -77,7 +79,13 @@ class Guard:
                 metrics.decisions.labels(policy.name, route.name, "deny", rule)
 
     async def handle(
-        self, route: CompiledRoute, path: str, scope: Scope, receive: Receive, send: Send, app: ASGIApp
+        self,
+        route: CompiledRoute,
+        path: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: ASGIApp,
     ) -> None:
         started = time.perf_counter()
         policy = self.policy
@@ -88,13 +96,19 @@ class Guard:
         body = b""
         if dialect.reads_body:
             try:
-                body = await read_body(receive, policy.body_max_bytes, headers.get("content-length"))
+                body = await read_body(
+                    receive, policy.body_max_bytes, headers.get("content-length")
+                )
             except ClientGone:
                 return
             except BodyTooLarge:
                 self.metrics.decision(policy.name, route.name, "invalid", "body_too_large")
                 await send_error(
-                    send, dialect, 413, f"Request body exceeds {policy.body_max_bytes} bytes.", "request_too_large"
+                    send,
+                    dialect,
+                    413,
+                    f"Request body exceeds {policy.body_max_bytes} bytes.",
+                    "request_too_large",
                 )
                 return
             try:
@@ -103,7 +117,9 @@ class Guard:
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:
                 self.metrics.decision(policy.name, route.name, "invalid", "malformed_json")
-                await send_error(send, dialect, 400, f"Request body is not a JSON object: {exc}", "invalid_json")
+                await send_error(
+                    send, dialect, 400, f"Request body is not a JSON object: {exc}", "invalid_json"
+                )
                 return
             facts = dialect.parse(parsed)
         now = self.clock()
@@ -112,25 +128,40 @@ class Guard:
         self.decision_seconds.observe(time.perf_counter() - started)
         plan = decision.plan
         extra = ratelimit_headers(
-            plan.limits, plan.layout.report_groups, plan.checks, decision.verdict, dialect.name == "openai-chat"
+            plan.limits,
+            plan.layout.report_groups,
+            plan.checks,
+            decision.verdict,
+            dialect.name == "openai-chat",
         )
         extra.append(self.policy_headers[identity.tier])
         if not decision.admitted:
             await self._refuse(route, dialect, decision, extra, send)
             if note is not None:
-                self._audit(note, identity, 429 if decision.degraded != "storage_closed" else 503, None)
+                self._audit(
+                    note, identity, 429 if decision.degraded != "storage_closed" else 503, None
+                )
             return
         if facts is not None:
             body, scope = rewrite_request(
-                dialect.name, facts, body, scope,
-                stream_usage=policy.stream_usage, cap=decision.output_cap, strip=decision.strip,
+                dialect.name,
+                facts,
+                body,
+                scope,
+                stream_usage=policy.stream_usage,
+                cap=decision.output_cap,
+                strip=decision.strip,
             )
             receive = replay_receive(body, receive)
         if decision.delay and not await self._hold_or_refund(decision):
             self.metrics.decision(policy.name, route.name, "deny", decision.rule)
             self._count_actions(decision)
             await send_error(
-                send, dialect, 429, "Too many requests are being held; retry later.", "rate_limit_exceeded",
+                send,
+                dialect,
+                429,
+                "Too many requests are being held; retry later.",
+                "rate_limit_exceeded",
                 headers=[(b"retry-after", str(max(1, round(decision.delay))).encode()), *extra],
                 extra={"rule": decision.rule, "reason": "throttled"},
             )
@@ -150,7 +181,11 @@ class Guard:
             signals = self.linker.signals(identity.headers, {}, identity.client_ip)
             cluster, size = await self.linker.resolve(identity.account, signals, now)
             if self.linker.merges:
-                await self._carry_usage(self.linker.take_merges(), identity.tier, now)
+                try:
+                    await self._carry_usage(self.linker.take_merges(), identity.tier, now)
+                except Exception as exc:  # storage down: the merge's usage is not carried over
+                    self.metrics.storage_errors.labels("merge").inc()
+                    log.warning("hydraguard: could not carry merged clusters' usage: %r", exc)
         effects = NO_EFFECTS
         risk = 0.0
         if self.risk is not None:
@@ -179,13 +214,23 @@ class Guard:
                 decision.rule = effects.rule if effects.applied else decision.rule
         return decision
 
-    async def _apply(self, identity: Identity, facts: RequestFacts | None, effects: Effects, now: float) -> None:
+    async def _apply(
+        self, identity: Identity, facts: RequestFacts | None, effects: Effects, now: float
+    ) -> None:
         if effects.block:
             # A flag in storage, so every replica refuses the account for the duration.
-            await self.storage.primary.set_flag(account_prefix(identity.account) + BLOCK_SUFFIX, effects.block, now)
+            try:
+                await self.storage.primary.set_flag(
+                    account_prefix(identity.account) + BLOCK_SUFFIX, effects.block, now
+                )
+            except Exception as exc:  # storage down: admission then follows storage.on_error
+                self.metrics.storage_errors.labels("block").inc()
+                log.warning("hydraguard: could not store a block: %r", exc)
         if effects.cap is not None and facts is not None:
             ceiling = self.policy.tiers[identity.tier].max_output_tokens
-            facts.max_tokens = min(facts.max_tokens if facts.max_tokens is not None else ceiling, effects.cap)
+            facts.max_tokens = min(
+                facts.max_tokens if facts.max_tokens is not None else ceiling, effects.cap
+            )
 
     async def _hold_or_refund(self, decision: Decision) -> bool:
         """Hold a delayed request; when it is refused after all, or the client goes away while
@@ -210,13 +255,18 @@ class Guard:
             self._held -= 1
         return True
 
-    async def _carry_usage(self, merges: list[tuple[list[str], str]], tier: str, now: float) -> None:
+    async def _carry_usage(
+        self, merges: list[tuple[list[str], str]], tier: str, now: float
+    ) -> None:
         """Merged clusters keep their usage: the absorbed clusters' windows add to the survivor's."""
         specs = self.gate.planner.cluster_specs(tier)
         for absorbed, survivor in merges:
             for suffix, window in specs:
                 await self.storage.primary.merge_windows(
-                    [cluster_prefix(c) + suffix for c in absorbed], cluster_prefix(survivor) + suffix, window, now
+                    [cluster_prefix(c) + suffix for c in absorbed],
+                    cluster_prefix(survivor) + suffix,
+                    window,
+                    now,
                 )
 
     def complete(
@@ -245,7 +295,12 @@ class Guard:
                 self.metrics.anomaly_detectors.labels(detector).inc()
 
     async def _refuse(
-        self, route: CompiledRoute, dialect: Dialect, decision: Decision, extra: list[tuple[bytes, bytes]], send: Send
+        self,
+        route: CompiledRoute,
+        dialect: Dialect,
+        decision: Decision,
+        extra: list[tuple[bytes, bytes]],
+        send: Send,
     ) -> None:
         outcome = "storage_closed" if decision.degraded == "storage_closed" else "deny"
         if decision.actions or decision.shadow_actions:
@@ -291,15 +346,28 @@ class Guard:
                 self._audit(note, decision.identity, status, usage)
 
     def _audit(
-        self, note: tuple[str, str, bytes, float], identity: Identity, status: int, usage: tuple[int, int] | None
+        self,
+        note: tuple[str, str, bytes, float],
+        identity: Identity,
+        status: int,
+        usage: tuple[int, int] | None,
     ) -> None:
         """The traffic-log line of this request (the body as the client sent it)."""
         method, path, body, now = note
         assert self.audit is not None
-        self.audit.write(audit_record(identity, method, path, body or None, status, usage, now, self.audit_headers))
+        self.audit.write(
+            audit_record(
+                identity, method, path, body or None, status, usage, now, self.audit_headers
+            )
+        )
 
     def _settle(
-        self, route: CompiledRoute, decision: Decision, facts: RequestFacts | None, reader: UsageReader, status: int
+        self,
+        route: CompiledRoute,
+        decision: Decision,
+        facts: RequestFacts | None,
+        reader: UsageReader,
+        status: int,
     ) -> tuple[int, int] | None:
         reader.finish()
         tally = reader.tally
@@ -311,10 +379,14 @@ class Guard:
         else:
             # No usage from the upstream (client gone, upstream error, stream cut): charge
             # the input (as reported, else estimated) plus what was visibly streamed.
-            input_tokens = tally.input_tokens if tally.input_tokens is not None else decision.input_estimate
+            input_tokens = (
+                tally.input_tokens if tally.input_tokens is not None else decision.input_estimate
+            )
             output_tokens = reader.output_estimate(self.policy.chars_per_token, status)
             source = "estimate"
-        self.complete(decision, facts, input_tokens, output_tokens, status, self.clock(), defer=True)
+        self.complete(
+            decision, facts, input_tokens, output_tokens, status, self.clock(), defer=True
+        )
         if source == "none":
             return None
         self._route_metrics(route)[1 if source == "usage" else 2].inc(input_tokens + output_tokens)
@@ -331,5 +403,3 @@ class Guard:
                 self.metrics.tokens_settled.labels(name, route.name, "estimate"),
             )
         return found
-
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,9 +56,7 @@ class ProxyMatcher:
 class Identifier:
     def __init__(self, policy: CompiledPolicy) -> None:
         identity = policy.identity
-        self.sources = tuple(
-            (s.header, s.state, s.api_key, s.client_ip) for s in identity.account
-        )
+        self.sources = tuple((s.header, s.state, s.api_key, s.client_ip) for s in identity.account)
         self.tier_header = identity.tier.header.lower() if identity.tier.header else None
         self.tier_state = identity.tier.state
         self.default_tier = policy.default_tier
@@ -65,7 +64,9 @@ class Identifier:
         self.proxies = ProxyMatcher(policy.trusted_proxies)
         self.headers_need_trust = identity.context_headers_from == "trusted_proxies"
 
-    def client_ip(self, scope: dict[str, Any], headers: dict[str, str]) -> tuple[str | None, bool]:
+    def client_ip(
+        self, scope: MutableMapping[str, Any], headers: dict[str, str]
+    ) -> tuple[str | None, bool]:
         """The client address after trusted proxies, and whether the peer was a trusted proxy."""
         client = scope.get("client")
         peer = client[0] if client else None
@@ -81,7 +82,7 @@ class Identifier:
                 return hop, True
         return hops[0] if hops else peer, True
 
-    def identify(self, scope: dict[str, Any], headers: dict[str, str]) -> Identity:
+    def identify(self, scope: MutableMapping[str, Any], headers: dict[str, str]) -> Identity:
         ip, via_proxy = self.client_ip(scope, headers)
         trusted = via_proxy or not self.headers_need_trust
         context = headers if trusted else {}

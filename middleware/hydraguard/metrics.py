@@ -13,7 +13,15 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from .cluster.model import ClusterStats
 
-DECISIONS = ("allow", "deny", "shadow_deny", "invalid", "storage_open", "storage_closed", "storage_local")
+DECISIONS = (
+    "allow",
+    "deny",
+    "shadow_deny",
+    "invalid",
+    "storage_open",
+    "storage_closed",
+    "storage_local",
+)
 
 
 class Metrics:
@@ -30,7 +38,19 @@ class Metrics:
             "hydraguard_decision_seconds",
             "Time to decide on a request (identify to admit), in seconds.",
             ["policy"],
-            buckets=(0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25),
+            buckets=(
+                0.00002,
+                0.00005,
+                0.0001,
+                0.00025,
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.05,
+                0.25,
+            ),
             registry=registry,
         )
         self.tokens_reserved = Counter(
@@ -82,7 +102,9 @@ class Metrics:
             registry=registry,
         )
         self.audit_dropped = Counter(
-            "hydraguard_audit_dropped", "Audit lines dropped: the writer fell behind.", registry=registry
+            "hydraguard_audit_dropped",
+            "Audit lines dropped: the writer fell behind.",
+            registry=registry,
         )
         self.cluster_stats: Callable[[], ClusterStats | None] = lambda: None
         registry.register(_ClusterCollector(self))
@@ -125,14 +147,20 @@ class _ClusterCollector(Collector):
         stats = self.metrics.cluster_stats()
         if stats is None:
             return
-        clusters = GaugeMetricFamily("hydraguard_clusters", "Clusters of two or more linked accounts.")
+        clusters = GaugeMetricFamily(
+            "hydraguard_clusters", "Clusters of two or more linked accounts."
+        )
         clusters.add_metric([], stats.clusters)
         yield clusters
-        accounts = GaugeMetricFamily("hydraguard_cluster_accounts", "Accounts known to the linking index.")
+        accounts = GaugeMetricFamily(
+            "hydraguard_cluster_accounts", "Accounts known to the linking index."
+        )
         accounts.add_metric([], stats.accounts)
         yield accounts
         sizes = GaugeMetricFamily(
-            "hydraguard_cluster_size_clusters", "Clusters by size bucket (members).", labels=["size"]
+            "hydraguard_cluster_size_clusters",
+            "Clusters by size bucket (members).",
+            labels=["size"],
         )
         for bucket, count in sorted(stats.sizes.items()):
             sizes.add_metric([bucket], count)

@@ -13,14 +13,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .admin import PREFIX as ADMIN_PREFIX
 from .admin import AdminAPI
-from .errors import PolicyError
 from .assess.risk import RiskEngine
 from .cluster.linker import Linker
+from .errors import PolicyError
 from .guard import Guard
-from .record.audit import AuditLog
 from .metrics import Metrics, metrics_for
 from .policy.compiled import CompiledPolicy
 from .policy.loader import load_policy
+from .record.audit import AuditLog
 from .storage.base import Storage
 from .storage.factory import storage_from_uri
 from .storage.resilient import ResilientStorage
@@ -65,7 +65,9 @@ class HydraGuard:
             self.metrics.policy_loads.labels("error").inc()
             raise
         self.metrics.policy_loads.labels("ok").inc()
-        backend = storage_from_uri(storage, sliding=compiled.sliding, timeout=compiled.storage.timeout)
+        backend = storage_from_uri(
+            storage, sliding=compiled.sliding, timeout=compiled.storage.timeout
+        )
         self.storage = ResilientStorage(backend, compiled.storage, self.metrics)
         self.clock = clock
         self.audit: AuditLog | None = None
@@ -106,26 +108,52 @@ class HydraGuard:
     def _guard_for(self, policy: CompiledPolicy, previous: Guard | None) -> Guard:
         """A Guard for ``policy``; linking and risk state carry over when their config is unchanged."""
         linker = risk = None
-        if policy.clustering.enabled or policy.cluster_limits.windows or policy.cluster_limits.concurrency:
-            if previous is not None and previous.linker is not None and previous.policy.clustering == policy.clustering:
+        if (
+            policy.clustering.enabled
+            or policy.cluster_limits.windows
+            or policy.cluster_limits.concurrency
+        ):
+            if (
+                previous is not None
+                and previous.linker is not None
+                and previous.policy.clustering == policy.clustering
+            ):
                 linker = previous.linker
             else:
                 linker = Linker(policy.clustering, self.storage.primary)
         if policy.anomaly.enabled:
-            if previous is not None and previous.risk is not None and previous.policy.anomaly == policy.anomaly:
+            if (
+                previous is not None
+                and previous.risk is not None
+                and previous.policy.anomaly == policy.anomaly
+            ):
                 risk = previous.risk
             else:
                 risk = RiskEngine(policy.anomaly, mode="shadow" if policy.shadow else None)
-        if linker is not None and not linker.shared:
-            self.metrics.cluster_stats = linker.index.stats
+        if linker is not None:
+            self.metrics.cluster_stats = linker.stats
         audit_config = policy.model.audit if policy.model is not None else None
-        if previous is None or previous.policy.model is None or audit_config != previous.policy.model.audit:
+        if (
+            previous is None
+            or previous.policy.model is None
+            or audit_config != previous.policy.model.audit
+        ):
             if self.audit is not None:
                 self.audit.close()  # writes what is queued, then stops the writer thread
             self.audit = None
             if audit_config is not None and audit_config.enabled:
-                self.audit = AuditLog.from_config(audit_config, on_drop=self.metrics.audit_dropped.inc)
-        return Guard(policy, self.storage, self.metrics, self.clock, linker=linker, risk=risk, audit=self.audit)
+                self.audit = AuditLog.from_config(
+                    audit_config, on_drop=self.metrics.audit_dropped.inc
+                )
+        return Guard(
+            policy,
+            self.storage,
+            self.metrics,
+            self.clock,
+            linker=linker,
+            risk=risk,
+            audit=self.audit,
+        )
 
     async def drain(self) -> None:
         """Wait for background settlements and learning (tests, graceful shutdown)."""

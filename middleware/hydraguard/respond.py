@@ -35,15 +35,22 @@ async def send_refusal(
     """429 (or 503 when storage failed closed) with the reason: the rule, never detector internals."""
     if decision.degraded == "storage_closed":
         await send_error(
-            send, dialect, 503,
+            send,
+            dialect,
+            503,
             "Rate limiter storage is unavailable and this policy fails closed; retry shortly.",
-            "rate_limiter_unavailable", headers=[(b"retry-after", b"1")], extra={"reason": "storage"},
+            "rate_limiter_unavailable",
+            headers=[(b"retry-after", b"1")],
+            extra={"reason": "storage"},
         )
         return
     wait = decision.retry_after
     limit = next((item for item in decision.plan.limits if item.rule == decision.rule), None)
     if "block" in decision.actions:
-        reason, message = "risk", f"Requests from this account are blocked for {wait} s ({decision.rule})."
+        reason, message = (
+            "risk",
+            f"Requests from this account are blocked for {wait} s ({decision.rule}).",
+        )
     elif decision.rule == BLOCK.rule:
         reason, message = "blocked", f"This account is blocked for {wait} s."
     elif decision.too_large:
@@ -56,7 +63,11 @@ async def send_refusal(
         reason = "quota"
         message = f"Rate limit exceeded: {decision.rule} ({getattr(limit, 'text', '')}). Retry after {wait} s."
     await send_error(
-        send, dialect, 429, message, "rate_limit_exceeded",
+        send,
+        dialect,
+        429,
+        message,
+        "rate_limit_exceeded",
         headers=[(b"retry-after", str(wait).encode()), *extra],
         extra={"rule": decision.rule, "reason": reason},
     )

@@ -26,7 +26,9 @@ audit:
 """
 
 
-async def test_audit_log_lines_are_the_traffic_format_and_replay_reproduces_them(tmp_path: Path) -> None:
+async def test_audit_log_lines_are_the_traffic_format_and_replay_reproduces_them(
+    tmp_path: Path,
+) -> None:
     log = tmp_path / "audit.jsonl"
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(POLICY.format(path=log))
@@ -34,9 +36,12 @@ async def test_audit_log_lines_are_the_traffic_format_and_replay_reproduces_them
     guard = HydraGuard(create_mock_app(), policy=policy, registry=CollectorRegistry())
     body = {"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5}
     headers = {"authorization": "Bearer sk-very-secret", "x-payment-fingerprint": "card-1"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard), base_url="http://t"
+    ) as client:
         statuses = [
-            (await client.post("/v1/chat/completions", json=body, headers=headers)).status_code for _ in range(3)
+            (await client.post("/v1/chat/completions", json=body, headers=headers)).status_code
+            for _ in range(3)
         ]
         # A route no policy route names is not a model call: not logged.
         await client.post("/v1/other", json={})

@@ -47,7 +47,10 @@ def worker(start_at: float, results: multiprocessing.Queue) -> None:  # type: ig
         await asyncio.sleep(max(0.0, start_at - time.time()))
         now = time.time()
         verdicts = await asyncio.gather(
-            *(storage.acquire(checks(100), now, f"{os.getpid()}-{i}", 60) for i in range(PER_PROCESS))
+            *(
+                storage.acquire(checks(100), now, f"{os.getpid()}-{i}", 60)
+                for i in range(PER_PROCESS)
+            )
         )
         admitted = [(i, v) for i, v in enumerate(verdicts) if v.admitted]
         # Each admitted request really used 30 tokens: settle the reservation of 100 down.
@@ -110,7 +113,9 @@ def test_slots_of_a_dead_process_are_reclaimed_by_lease_timeout() -> None:
     async def attempt() -> bool:
         storage = RedisStorage(URL)
         try:
-            verdict = await storage.acquire([Check("hg:{a:dead}:c", 2, 0, 1)], time.time(), "new", 60)
+            verdict = await storage.acquire(
+                [Check("hg:{a:dead}:c", 2, 0, 1)], time.time(), "new", 60
+            )
             return verdict.admitted
         finally:
             await storage.aclose()

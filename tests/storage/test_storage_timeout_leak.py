@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry
 
 from hydraguard.middleware import HydraGuard

@@ -68,7 +68,11 @@ class Gate:
             return 0, 0
         policy = self.policy
         estimate = estimate_input_tokens(facts, policy.chars_per_token, policy.tokens_per_message)
-        allowance = facts.max_tokens if facts.max_tokens is not None else policy.tiers[tier].max_output_tokens
+        allowance = (
+            facts.max_tokens
+            if facts.max_tokens is not None
+            else policy.tiers[tier].max_output_tokens
+        )
         return estimate, allowance * facts.n
 
     async def admit(
@@ -82,7 +86,12 @@ class Gate:
     ) -> Decision:
         estimate, allowance = self.tokens_needed(facts, identity.tier)
         plan = self.planner.plan(
-            identity.account, identity.tier, estimate + allowance, cluster, account_factor, cluster_factor
+            identity.account,
+            identity.tier,
+            estimate + allowance,
+            cluster,
+            account_factor,
+            cluster_factor,
         )
         lease_id = self._lease_prefix + str(next(self._lease_counter))
         outcome = await self.storage.acquire(plan.checks, now, lease_id, self.lease_ttl)
@@ -135,6 +144,8 @@ class Gate:
             if delta and decision.reserved(i)
         ]
         leases = [
-            Lease(plan.checks[i].key, decision.lease_id) for i in plan.lease_checks if decision.reserved(i)
+            Lease(plan.checks[i].key, decision.lease_id)
+            for i in plan.lease_checks
+            if decision.reserved(i)
         ]
         self.storage.settle(decision.store, charges, leases, now)

@@ -77,7 +77,9 @@ class Plan:
 def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
     limits: list[Limit] = [BLOCK]
     kinds: list[str] = ["block"]
-    specs: list[tuple[int, str, int, int, bool, bool]] = [(ACCOUNT, BLOCK_SUFFIX, 1, -1, False, False)]
+    specs: list[tuple[int, str, int, int, bool, bool]] = [
+        (ACCOUNT, BLOCK_SUFFIX, 1, -1, False, False)
+    ]
     used: set[tuple[int, str]] = set()
     for scope, group in groups:
         for window in group.windows:
@@ -89,12 +91,23 @@ def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
                 # their own counters, or each request would be counted once per rule.
                 suffix += f"~{window.amount}"
             used.add((scope, suffix))
-            specs.append((scope, suffix, window.amount, window.window, window.kind == "tokens", window.shadow))
+            specs.append(
+                (
+                    scope,
+                    suffix,
+                    window.amount,
+                    window.window,
+                    window.kind == "tokens",
+                    window.shadow,
+                )
+            )
         if group.concurrency is not None:
             limits.append(group.concurrency)
             kinds.append("concurrency")
-            specs.append((scope, ":c", group.concurrency.amount, 0, False, group.concurrency.shadow))
-    groups = tuple(
+            specs.append(
+                (scope, ":c", group.concurrency.amount, 0, False, group.concurrency.shadow)
+            )
+    report = tuple(
         (kind, indexes)
         for kind in ("requests", "tokens", "concurrency")
         if (indexes := tuple(i for i, k in enumerate(kinds) if k == kind and not specs[i][5]))
@@ -105,7 +118,7 @@ def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
         token_checks=tuple(i for i, kind in enumerate(kinds) if kind == "tokens"),
         lease_checks=tuple(i for i, kind in enumerate(kinds) if kind == "concurrency"),
         specs=tuple(specs),
-        report_groups=groups,
+        report_groups=report,
     )
 
 
@@ -116,16 +129,27 @@ def cluster_prefix(cluster: str) -> str:
 class Planner:
     def __init__(self, policy: CompiledPolicy) -> None:
         self.layouts = {
-            name: _layout([(ACCOUNT, tier.limits), (CLUSTER, policy.cluster_limits), (GLOBAL, policy.global_limits)])
+            name: _layout(
+                [
+                    (ACCOUNT, tier.limits),
+                    (CLUSTER, policy.cluster_limits),
+                    (GLOBAL, policy.global_limits),
+                ]
+            )
             for name, tier in policy.tiers.items()
         }
-        self.has_cluster_limits = bool(policy.cluster_limits.windows or policy.cluster_limits.concurrency)
+        self.has_cluster_limits = bool(
+            policy.cluster_limits.windows or policy.cluster_limits.concurrency
+        )
         self.global_prefix = KEY_PREFIX + "{g}"
 
     def cluster_specs(self, tier: str) -> list[tuple[str, int]]:
         """(key suffix, window) of the cluster's window counters: what a merge carries over."""
-        return [(suffix, window) for scope, suffix, _, window, _, _ in self.layouts[tier].specs
-                if scope == CLUSTER and window > 0]
+        return [
+            (suffix, window)
+            for scope, suffix, _, window, _, _ in self.layouts[tier].specs
+            if scope == CLUSTER and window > 0
+        ]
 
     def plan(
         self,

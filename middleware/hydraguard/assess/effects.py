@@ -44,4 +44,6 @@ def effects_of(assessment: Assessment) -> Effects:
             delay = max(delay, action.seconds)
         elif action.kind == "block" and action.seconds:
             block = max(block, action.seconds)
-    return Effects(factor, cap, tuple(strip), delay, block, tuple(applied), tuple(shadow), assessment.rule)
+    return Effects(
+        factor, cap, tuple(strip), delay, block, tuple(applied), tuple(shadow), assessment.rule
+    )

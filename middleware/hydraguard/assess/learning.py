@@ -25,7 +25,9 @@ _BATCH = 256  # lessons handled per loop turn, so a backlog never starves reques
 
 
 class Learning:
-    def __init__(self, policy: CompiledPolicy, linker: Linker | None, risk: RiskEngine | None) -> None:
+    def __init__(
+        self, policy: CompiledPolicy, linker: Linker | None, risk: RiskEngine | None
+    ) -> None:
         self.policy = policy
         self.linker = linker
         self.risk = risk
@@ -39,13 +41,29 @@ class Learning:
         self._scheduled = False
 
     def learn(
-        self, decision: Decision, facts: RequestFacts, input_tokens: int, output_tokens: int, status: int, defer: bool
+        self,
+        decision: Decision,
+        facts: RequestFacts,
+        input_tokens: int,
+        output_tokens: int,
+        status: int,
+        defer: bool,
     ) -> None:
         # Only what learning needs: a queued lesson must not keep the decision's plan alive.
         identity = decision.identity
-        cluster = decision.cluster if decision.cluster_size > 1 else None  # a lone account: one subject
-        lesson = (identity.account, identity.tier, cluster, decision.ts, facts,
-                  input_tokens, output_tokens, status)
+        cluster = (
+            decision.cluster if decision.cluster_size > 1 else None
+        )  # a lone account: one subject
+        lesson = (
+            identity.account,
+            identity.tier,
+            cluster,
+            decision.ts,
+            facts,
+            input_tokens,
+            output_tokens,
+            status,
+        )
         if not defer:
             self._learn(*lesson)
             return

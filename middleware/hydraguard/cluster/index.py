@@ -92,7 +92,9 @@ class ClusterIndex:
                     self._observe_value(a, s, value, ts)
         return self._cid(self.uf.find(a))
 
-    def observe_sized(self, account: str, signals: dict[str, tuple[str, ...]], ts: float) -> tuple[str, int]:
+    def observe_sized(
+        self, account: str, signals: dict[str, tuple[str, ...]], ts: float
+    ) -> tuple[str, int]:
         """Like observe, and the cluster's size (for limits that grow with membership)."""
         self.observe(account, signals, ts)
         return self.cluster_and_size(account)

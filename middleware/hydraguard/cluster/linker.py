@@ -20,11 +20,12 @@ from ..errors import StorageError
 from ..storage.base import Storage
 from .config import ClusteringConfig
 from .index import ClusterIndex
-from .model import cluster_id
+from .model import ClusterStats, cluster_id
 from .signals import SignalExtractor
 
 log = logging.getLogger("hydraguard.cluster")
 _CACHE = 200_000  # accounts whose mapping a Redis-backed process remembers
+_REFRESH = 10.0  # seconds before an unchanged account is linked again (Redis)
 
 
 class Linker:
@@ -41,11 +42,17 @@ class Linker:
         else:
             self.index = ClusterIndex(config, on_merge=self._merged)
         self._known: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        self._last: dict[str, dict[str, tuple[str, ...]]] = {}  # memory index: last signals seen
+        # account -> (last signals, when sent to the index); memory only compares the signals
+        self._last: dict[str, Any] = {}
+        self._learned: dict[
+            str, dict[str, tuple[str, ...]]
+        ] = {}  # Redis: last template evidence sent
         # Clusters this process saw merged away: a cached mapping to one of them is stale,
         # so that account is decided on a fresh read (else it would spend a dead cluster's quota).
         self._absorbed: set[str] = set()
         self._pending: set[asyncio.Task[None]] = set()
+        self._stats: ClusterStats | None = None
+        self._stale = self._refreshing = False
 
     def _merged(self, absorbed: list[str], survivor: str) -> None:
         self.merges.append((list(absorbed), survivor))
@@ -59,11 +66,18 @@ class Linker:
         merges, self.merges = self.merges, []
         return merges
 
-    def signals(self, headers: dict[str, str], state: dict[str, Any], client_ip: str | None,
-                template_bands: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
+    def signals(
+        self,
+        headers: dict[str, str],
+        state: dict[str, Any],
+        client_ip: str | None,
+        template_bands: Sequence[str] | None = None,
+    ) -> dict[str, tuple[str, ...]]:
         return self.extractor.extract(headers, state, client_ip, template_bands)
 
-    async def resolve(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> tuple[str, int]:
+    async def resolve(
+        self, account: str, signals: dict[str, tuple[str, ...]], now: float
+    ) -> tuple[str, int]:
         if not self.shared:
             # An account usually sends the same signals every time: nothing new to link.
             if self._last.get(account) == signals:
@@ -84,7 +98,14 @@ class Linker:
             self._remember(account, known)
             return known
         self._known.move_to_end(account)
-        self._background(account, signals, now)
+        # Re-link in the background only when the account shows new signals, or now and then
+        # (other accounts' links can change its cluster): not one Redis script per request.
+        seen = self._last.get(account)
+        if seen is None or seen[0] != signals or now - seen[1] >= _REFRESH:
+            self._last[account] = (signals, now)
+            if len(self._last) > _CACHE:
+                self._last.clear()
+            self._background(account, signals, now)
         return known
 
     def learn(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> None:
@@ -93,7 +114,10 @@ class Linker:
             return
         if not self.shared:
             self.index.observe(account, signals, now)
-        else:
+        elif self._learned.get(account) != signals:  # the same template again adds nothing
+            self._learned[account] = signals
+            if len(self._learned) > _CACHE:
+                self._learned.clear()
             self._background(account, signals, now)
 
     def _background(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> None:
@@ -107,7 +131,37 @@ class Linker:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    def stats(self) -> ClusterStats | None:
+        """For the Prometheus collector, which cannot await: the memory index answers at once;
+        a Redis index's figures are refreshed in the background after links change."""
+        return self.index.stats() if not self.shared else self._stats  # type: ignore[no-any-return]
+
+    def _changed(self) -> None:
+        """Linking state changed: refresh the Redis figures, one refresh in flight at a time."""
+        if not self.shared:
+            return
+        self._stale = True
+        if self._refreshing:
+            return
+        self._refreshing = True
+
+        async def refresh() -> None:
+            try:
+                while self._stale:
+                    self._stale = False
+                    self._stats = await self.index.stats()
+            except Exception as exc:  # figures for metrics only: never fail a request for them
+                log.debug("hydraguard: cluster stats refresh failed: %r", exc)
+            finally:
+                self._refreshing = False
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     def _remember(self, account: str, mapping: tuple[str, int]) -> None:
+        if self._known.get(account) != mapping:
+            self._changed()
         self._known[account] = mapping
         if len(self._known) > _CACHE:
             self._known.popitem(last=False)
@@ -117,9 +171,11 @@ class Linker:
         for account in accounts:
             self._known.pop(account, None)
             self._last.pop(account, None)
+            self._learned.pop(account, None)
         if not accounts:
             self._known.clear()
             self._last.clear()
+            self._learned.clear()
             self._absorbed.clear()  # a split can bring an absorbed id back
 
     async def drain(self) -> None:

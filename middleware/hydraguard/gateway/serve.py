@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import os
+import socket
 import sys
 import tempfile
 
@@ -82,7 +82,7 @@ def serve(args: argparse.Namespace) -> int:
     print(banner(config, args.host, args.port, args.workers), flush=True)
     try:
         if args.workers > 1:
-            config = uvicorn.Config(
+            server_config = uvicorn.Config(
                 "hydraguard.gateway.app:app_from_env",
                 factory=True,
                 host=args.host,
@@ -92,7 +92,7 @@ def serve(args: argparse.Namespace) -> int:
                 access_log=False,
             )
             with contextlib.suppress(KeyboardInterrupt):
-                Multiprocess(config, sockets=[tcp_socket(args.host, args.port)]).run()
+                Multiprocess(server_config, sockets=[tcp_socket(args.host, args.port)]).run()
         else:
             uvicorn.run(
                 app_from_env(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.types import Message, Receive
@@ -51,8 +52,12 @@ def replay_receive(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def with_content_length(scope: dict[str, Any], length: int) -> dict[str, Any]:
+def with_content_length(scope: MutableMapping[str, Any], length: int) -> dict[str, Any]:
     """A copy of ``scope`` whose content-length matches a rewritten body."""
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length", b"transfer-encoding")]
+    headers = [
+        (k, v)
+        for k, v in scope["headers"]
+        if k.lower() not in (b"content-length", b"transfer-encoding")
+    ]
     headers.append((b"content-length", str(length).encode()))
     return {**scope, "headers": headers}

@@ -51,5 +51,3 @@ class StreamTally:
         self.output_tokens: int | None = None
         self.chars = 0
         self.deltas = 0
-
-

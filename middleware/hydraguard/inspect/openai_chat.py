@@ -60,7 +60,10 @@ class OpenAIChat(Dialect):
         usage = body.get("usage") if isinstance(body, dict) else None
         if not isinstance(usage, dict):
             return None
-        prompt, completion = as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
+        prompt, completion = (
+            as_int(usage.get("prompt_tokens")),
+            as_int(usage.get("completion_tokens")),
+        )
         if prompt is None or completion is None:
             return None
         return prompt, completion

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -14,12 +15,12 @@ def rewrite_request(
     dialect: str,
     facts: RequestFacts,
     body: bytes,
-    scope: dict[str, Any],
+    scope: MutableMapping[str, Any],
     *,
     stream_usage: bool,
     cap: int | None = None,
     strip: tuple[str, ...] = (),
-) -> tuple[bytes, dict[str, Any]]:
+) -> tuple[bytes, MutableMapping[str, Any]]:
     data = facts.body
     if data is None:
         return body, scope
@@ -28,7 +29,10 @@ def rewrite_request(
         options = data.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
             # Ask for the final usage chunk so a stream is settled from real usage.
-            data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            data["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
             changed = True
     if cap is not None:
         keys = [k for k in ("max_completion_tokens", "max_tokens") if k in data] or ["max_tokens"]

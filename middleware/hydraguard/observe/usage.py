@@ -22,7 +22,16 @@ _MAX_EVENT = 1024 * 1024  # one SSE event larger than this is skipped as broken
 class UsageReader:
     """Fed every body chunk of one response; says what the upstream used, or estimates it."""
 
-    __slots__ = ("_buffer", "_data", "_decoder", "_dialect", "_mode", "bad_events", "body_bytes", "tally")
+    __slots__ = (
+        "_buffer",
+        "_data",
+        "_decoder",
+        "_dialect",
+        "_mode",
+        "bad_events",
+        "body_bytes",
+        "tally",
+    )
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect

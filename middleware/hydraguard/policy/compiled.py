@@ -19,7 +19,9 @@ Scope = str  # "account" | "global" (and "cluster" once clusters land)
 class WindowLimit:
     """A request or token budget over a window, e.g. account tokens 100000/minute."""
 
-    rule: str  # stable, bounded name used in metrics, logs and 429 bodies: "account.tokens.1/minute"
+    rule: (
+        str  # stable, bounded name used in metrics, logs and 429 bodies: "account.tokens.1/minute"
+    )
     scope: Scope
     kind: str  # "requests" | "tokens"
     amount: int
@@ -152,11 +154,11 @@ def compile_policy(policy: schema.Policy, source: str = "<policy>") -> CompiledP
     admin_token = policy.admin.token or (
         os.environ.get(policy.admin.token_env) if policy.admin.token_env else None
     )
-    rules = tuple(
-        limit.rule
-        for group in (*(t.limits for t in tiers.values()), cluster_limits, global_limits)
-        for limit in (*group.windows, *([group.concurrency] if group.concurrency else []))
-    )
+    rules: list[str] = []
+    for group in (*(t.limits for t in tiers.values()), cluster_limits, global_limits):
+        rules += [window.rule for window in group.windows]
+        if group.concurrency is not None:
+            rules.append(group.concurrency.rule)
     return CompiledPolicy(
         name=policy.name,
         source=source,

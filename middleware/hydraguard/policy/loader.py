@@ -50,7 +50,9 @@ def parse_policy(text: str, filename: str = "<policy>") -> Policy:
     lines: dict[KeyPath, int] = {}
     problems = list(_index_lines(node, (), lines, filename)) if node is not None else []
     if not isinstance(data, dict):
-        problems.append(f"{filename}:1: (top level): a policy is a mapping of keys, not {type(data).__name__}")
+        problems.append(
+            f"{filename}:1: (top level): a policy is a mapping of keys, not {type(data).__name__}"
+        )
     if problems:
         raise PolicyError(problems)
     try:

@@ -114,7 +114,9 @@ class AccountSource(Strict):
     def _exactly_one(self) -> AccountSource:
         chosen = [self.header is not None, self.state is not None, self.api_key, self.client_ip]
         if sum(chosen) != 1:
-            raise ValueError("an account source needs exactly one of header, state, api_key, client_ip")
+            raise ValueError(
+                "an account source needs exactly one of header, state, api_key, client_ip"
+            )
         if self.header is not None:
             object.__setattr__(self, "header", self.header.lower())
         return self
@@ -208,6 +210,6 @@ class Policy(Strict):
             raise KeyedValueError(
                 ("identity", "tier", "default"),
                 f"identity.tier.default is {self.identity.tier.default!r}, "
-                f"which is not among the tiers ({', '.join(sorted(self.tiers))})"
+                f"which is not among the tiers ({', '.join(sorted(self.tiers))})",
             )
         return self

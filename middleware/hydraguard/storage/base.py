@@ -102,32 +102,42 @@ class Storage(ABC):
         elsewhere during an outage or two clusters' usage when they merge."""
         raise NotImplementedError
 
-    async def merge_windows(self, sources: Sequence[str], target: str, window: int, now: float) -> None:
+    async def merge_windows(
+        self, sources: Sequence[str], target: str, window: int, now: float
+    ) -> None:
         """Add the current and previous window counts of ``sources`` to ``target``
         (clusters merging: their usage adds up, it never resets)."""
         raise NotImplementedError
 
-    async def drain(self) -> None:
+    async def drain(self) -> None:  # noqa: B027 - optional: only backends with background work
         """Wait until background settlements have been applied."""
 
     async def ping(self) -> bool:
         return True
 
-    async def reset_connections(self) -> None:
+    async def reset_connections(self) -> None:  # noqa: B027 - optional: only networked backends
         """Forget any connections, so the next call connects afresh (no-op without any)."""
 
     async def aclose(self) -> None:
         await self.drain()
 
 
-def window_usage(previous: float, current: float, elapsed: float, window: int, sliding: bool) -> float:
+def window_usage(
+    previous: float, current: float, elapsed: float, window: int, sliding: bool
+) -> float:
     if not sliding:
         return current
     return previous * (window - elapsed) / window + current
 
 
 def retry_after(
-    previous: float, current: float, elapsed: float, window: int, limit: int, cost: int, sliding: bool
+    previous: float,
+    current: float,
+    elapsed: float,
+    window: int,
+    limit: int,
+    cost: int,
+    sliding: bool,
 ) -> float:
     """Seconds until ``cost`` more fits under ``limit`` if nothing else is added.
 

@@ -6,7 +6,9 @@ from ..errors import StorageError
 from .base import Storage
 
 
-def storage_from_uri(uri: str | Storage, *, sliding: bool = True, timeout: float | None = None) -> Storage:
+def storage_from_uri(
+    uri: str | Storage, *, sliding: bool = True, timeout: float | None = None
+) -> Storage:
     if isinstance(uri, Storage):
         return uri
     scheme = uri.split("://", 1)[0]

@@ -77,7 +77,9 @@ class MemoryStorage(Storage):
                 window_ids[i] = window_id
                 fits = used + check.cost <= check.limit
                 if not fits:
-                    waits[i] = retry_after(previous, current, elapsed, window, check.limit, check.cost, sliding)
+                    waits[i] = retry_after(
+                        previous, current, elapsed, window, check.limit, check.cost, sliding
+                    )
             usage[i] = used
             if not fits:
                 all_fit = False
@@ -107,9 +109,19 @@ class MemoryStorage(Storage):
             # The reservation's window may have become the previous one since.
             wid, current, previous, window = entry
             if wid == charge.window_id:
-                self._windows[charge.key] = (wid, max(current + charge.delta, 0.0), previous, window)
+                self._windows[charge.key] = (
+                    wid,
+                    max(current + charge.delta, 0.0),
+                    previous,
+                    window,
+                )
             elif wid == charge.window_id + 1:
-                self._windows[charge.key] = (wid, current, max(previous + charge.delta, 0.0), window)
+                self._windows[charge.key] = (
+                    wid,
+                    current,
+                    max(previous + charge.delta, 0.0),
+                    window,
+                )
         for lease in leases:
             held = self._leases.get(lease.key)
             if held is not None:
@@ -153,7 +165,9 @@ class MemoryStorage(Storage):
             del self._leases[key]
         return len(doomed) + len(doomed_leases)
 
-    async def merge_windows(self, sources: Sequence[str], target: str, window: int, now: float) -> None:
+    async def merge_windows(
+        self, sources: Sequence[str], target: str, window: int, now: float
+    ) -> None:
         window_id = int(now // window)
         add_current = add_previous = 0.0
         for key in sources:
@@ -173,7 +187,12 @@ class MemoryStorage(Storage):
             elif wid == window_id + 1:
                 self._windows[key] = (wid, current, previous + amount, window)
             elif wid < window_id:
-                self._windows[key] = (window_id, amount, current if wid == window_id - 1 else 0.0, window)
+                self._windows[key] = (
+                    window_id,
+                    amount,
+                    current if wid == window_id - 1 else 0.0,
+                    window,
+                )
 
     def _roll(self, key: str, entry: Entry | None, window_id: int, window: int) -> Entry:
         """The counter as of ``window_id``: the current count becomes the previous one."""

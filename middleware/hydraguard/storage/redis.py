@@ -43,13 +43,11 @@ class RedisStorage(Storage):
         if timeout is not None:
             options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
-            wrapped = storage_from_string(
-                "async+" + uri, implementation="redispy", **options
-            )
+            wrapped = storage_from_string("async+" + uri, implementation="redispy", **options)
         except Exception as exc:  # limits raises ConfigurationError and ValueError for bad URLs
             raise StorageError(f"cannot use storage {uri!r}: {exc}") from exc
         self._limits_storage = wrapped
-        self.client: Any = wrapped.bridge.get_connection()  # type: ignore[attr-defined]
+        self.client: Any = wrapped.bridge.get_connection()  # type: ignore[union-attr]
         self.cluster = type(wrapped).__name__ == "RedisClusterStorage"
         if type(wrapped).__name__ == "RedisStorage":
             # redis-py's default pool raises MaxConnectionsError once 100 connections are in
@@ -87,14 +85,15 @@ class RedisStorage(Storage):
             keys=[c.key for c in checks],
             args=[repr(now), lease_id, repr(lease_ttl), "1" if self.sliding else "0", spec],
         )
-        parts = reply.split(b"|") if isinstance(reply, bytes) else reply.split("|")
-        admitted = parts[0] in (b"1", "1")
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        parts = text.split("|")
+        admitted = parts[0] == "1"
         n = len(checks)
         usage = [0.0] * n
         waits = [0.0] * n
         resets = [0.0] * n
         for i in range(n):
-            used, wait, reset = parts[i + 1].split(b"," if isinstance(reply, bytes) else ",")
+            used, wait, reset = parts[i + 1].split(",")
             usage[i], waits[i], resets[i] = float(used), float(wait), float(reset)
         window_ids = [int(now // c.window) if c.window > 0 else 0 for c in checks]
         return Verdict(admitted, admitted, usage, waits, resets, window_ids)
@@ -148,7 +147,9 @@ class RedisStorage(Storage):
     async def _settle_now(self, charges: Sequence[Charge], leases: Sequence[Lease]) -> None:
         if self.cluster:
             for charge in charges:
-                await self._settle(keys=[f"{charge.key}:{charge.window_id}"], args=[1, charge.delta, ""])
+                await self._settle(
+                    keys=[f"{charge.key}:{charge.window_id}"], args=[1, charge.delta, ""]
+                )
             for lease in leases:
                 await self._settle(keys=[lease.key], args=[0, lease.lease_id])
             return
@@ -174,7 +175,9 @@ class RedisStorage(Storage):
             out.append(previous * weight + current)
         return out
 
-    async def merge_windows(self, sources: Sequence[str], target: str, window: int, now: float) -> None:
+    async def merge_windows(
+        self, sources: Sequence[str], target: str, window: int, now: float
+    ) -> None:
         window_id = int(now // window)
         sources = [key for key in sources if key != target]
         if not sources:

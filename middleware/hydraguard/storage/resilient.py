@@ -16,8 +16,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import StorageError
 from ..metrics import Metrics
@@ -83,7 +83,9 @@ class ResilientStorage:
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
     ) -> Outcome:
         if self.direct:
-            return Outcome(await self.primary.acquire(checks, now, lease_id, lease_ttl), self.primary, None)
+            return Outcome(
+                await self.primary.acquire(checks, now, lease_id, lease_ttl), self.primary, None
+            )
         if self.breaker.allows(time.monotonic()):
             try:
                 async with asyncio.timeout(self.settings.timeout):
@@ -102,7 +104,9 @@ class ResilientStorage:
                     log.warning("hydraguard: storage %s is back", self.primary.uri)
                     self.metrics.breaker_open.set(0)
                     if self.owed:
-                        self._flushing = asyncio.get_running_loop().create_task(self._flush_owed(now))
+                        self._flushing = asyncio.get_running_loop().create_task(
+                            self._flush_owed(now)
+                        )
                 return Outcome(verdict, self.primary, None)
         return self._fallback(checks, now, lease_id, lease_ttl)
 
@@ -116,7 +120,9 @@ class ResilientStorage:
             # Pooled connections to a dead server would fail again after it is back.
             self._background(self.primary.reset_connections())
 
-    def _fallback(self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float) -> Outcome:
+    def _fallback(
+        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+    ) -> Outcome:
         mode = self.settings.on_error
         n = len(checks)
         if mode == "open":
@@ -137,7 +143,9 @@ class ResilientStorage:
                     self.owed[slot] = self.owed.get(slot, 0.0) + check.cost
         return Outcome(verdict, self.local, "storage_local")
 
-    def settle(self, store: Storage | None, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
+    def settle(
+        self, store: Storage | None, charges: Sequence[Charge], leases: Sequence[Lease], now: float
+    ) -> None:
         if store is None:
             return
         store.settle(charges, leases, now)
@@ -167,7 +175,12 @@ class ResilientStorage:
                 await self.primary.add_usage(live)
         except (Exception, TimeoutError) as exc:
             self.metrics.storage_errors.labels("flush").inc()
-            log.warning("hydraguard: could not push %d local counters to %s: %r", len(live), self.primary.uri, exc)
+            log.warning(
+                "hydraguard: could not push %d local counters to %s: %r",
+                len(live),
+                self.primary.uri,
+                exc,
+            )
         else:
             log.warning("hydraguard: pushed %d local counters to %s", len(live), self.primary.uri)
 

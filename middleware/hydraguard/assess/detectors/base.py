@@ -10,7 +10,6 @@ Detectors never read the wall clock: ``event.ts`` and ``now`` are the clock.
 from __future__ import annotations
 
 from array import array
-
 from typing import Any, Literal, Protocol
 
 from hydraguard.assess.events import RequestEvent
