@@ -17,6 +17,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ..inspect.facts import text_of
+
 MOCK_MODEL = "hydraguard-mock"
 MIN_REPLY_TOKENS = 20
 MAX_REPLY_TOKENS = 200
@@ -66,17 +68,8 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
-def content_text(content: Any) -> str:
-    """Text of a message content: a string, or a list of ``{"type": "text", "text": ...}``."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
+# The same reading of message content as the middleware's dialects.
+content_text = text_of
 
 
 def prompt_text(body: dict[str, Any], *, system_field: bool) -> str:
