@@ -53,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="built-in mock: seconds between streamed tokens",
     )
+    serve.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="upstream: seconds to connect (else 502)",
+    )
+    serve.add_argument(
+        "--read-timeout",
+        type=float,
+        default=600.0,
+        help="upstream: seconds to wait for the next chunk (else 504)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -39,13 +40,24 @@ class GatewayConfig:
     mock_latency: float = 0.0
     mock_token_delay: float = 0.0  # built-in mock: seconds between streamed deltas
     watch_policy: bool = True
+    connect_timeout: float = 10.0  # upstream: seconds to connect
+    read_timeout: float = (
+        600.0  # upstream: seconds between two chunks (a completion may think long)
+    )
 
 
 def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = None) -> Starlette:
     proxy: UpstreamProxy | None = None
     upstream: ASGIApp
     if config.upstream:
-        proxy = UpstreamProxy(config.upstream)  # 502/504 in the route's dialect envelope
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout,
+            read=config.read_timeout,
+            write=60.0,
+            pool=config.connect_timeout,
+        )
+        # Unreachable -> 502, too slow -> 504, in the route's dialect envelope.
+        proxy = UpstreamProxy(config.upstream, timeout=timeout)
         upstream = proxy
     else:
         upstream = create_mock_app(latency=config.mock_latency, token_delay=config.mock_token_delay)

@@ -14,6 +14,7 @@ from uvicorn.supervisors import Multiprocess
 
 from ..errors import PolicyError, StorageError
 from ..policy.loader import load_policy
+from ..storage.factory import storage_from_uri
 from .app import GatewayConfig, app_from_env, config_to_env
 
 
@@ -59,6 +60,8 @@ def serve(args: argparse.Namespace) -> int:
         storage=args.storage,
         mock_latency=args.mock_latency,
         mock_token_delay=args.mock_token_delay,
+        connect_timeout=getattr(args, "connect_timeout", 10.0),
+        read_timeout=getattr(args, "read_timeout", 600.0),
     )
     if args.workers > 1 and config.storage.startswith("memory"):
         print(
@@ -67,6 +70,11 @@ def serve(args: argparse.Namespace) -> int:
             "storage: --storage redis://127.0.0.1:6379/0",
             file=sys.stderr,
         )
+        return 2
+    try:
+        storage_from_uri(config.storage)  # a bad URL fails here, not in every worker forever
+    except StorageError as exc:
+        print(f"hydraguard serve: {exc}", file=sys.stderr)
         return 2
     try:
         load_policy(config.policy)  # fail here, with file:line, not inside a worker
