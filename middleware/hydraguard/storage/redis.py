@@ -41,7 +41,10 @@ class RedisStorage(Storage):
         self.sliding = sliding
         options: dict[str, Any] = {}
         if timeout is not None:
-            options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+            # A decision's wait is bounded by storage.timeout in ResilientStorage; the socket
+            # timeout only guards background work (settlements, linking) against a hung
+            # server, so it is generous: a busy event loop must not turn into lost settlements.
+            options.update(socket_timeout=max(5.0, timeout), socket_connect_timeout=timeout)
         try:
             wrapped = storage_from_string("async+" + uri, implementation="redispy", **options)
         except Exception as exc:  # limits raises ConfigurationError and ValueError for bad URLs
