@@ -8,11 +8,13 @@ so every outcome is deterministic.
 from __future__ import annotations
 
 import asyncio
+import os
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -416,3 +418,35 @@ async def test_linking_follows_the_storage_policy_when_redis_is_down(
     finally:
         await g.client.aclose()
         await guard.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "storage_uri",
+    [os.environ.get("HYDRAGUARD_TEST_REDIS", "redis://127.0.0.1:6379/15")],
+    ids=["redis"],
+)
+async def test_replicas_on_one_redis_agree_on_clusters_and_share_their_quota(
+    guarded: Any, kit: SimpleNamespace, storage_uri: str
+) -> None:
+    """Two HydraGuard replicas on one Redis: linking seen by one is the other's mapping, and
+    the cluster quota is one quota, not one per replica."""
+    flush = redis.Redis.from_url(storage_uri)  # the parametrization bypasses the fixture's flush
+    flush.flushdb()
+    flush.close()
+    upstream = kit.build_upstream(kit.Upstream())
+    clock = kit.Clock()
+    first = await guarded(upstream, policy(cluster="10/minute"), clock=clock)
+    second = await guarded(upstream, policy(cluster="10/minute"), clock=clock)
+    # Each replica sees one account; both accounts pay with the same card.
+    assert (await chat(first, "rep-a", headers={CARD: "card-shared"})).status_code == 200
+    assert (await chat(second, "rep-b", headers={CARD: "card-shared"})).status_code == 200
+    cluster = await cluster_of(first, "rep-a")
+    assert cluster == await cluster_of(second, "rep-b") == await cluster_of(first, "rep-b")
+    statuses = []
+    for i in range(12):
+        replica, account = (first, "rep-a") if i % 2 else (second, "rep-b")
+        statuses.append((await chat(replica, account, headers={CARD: "card-shared"})).status_code)
+    # 2 already spent + 8 more fill the shared 10/minute; the rest are refused on both replicas.
+    assert statuses.count(200) == 8
+    assert statuses[-2:] == [429, 429]
