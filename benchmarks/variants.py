@@ -43,6 +43,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hydraguard import HydraGuard
+from hydraguard.gateway.gc import tune_for_long_running_state
 from hydraguard.policy.compiled import CompiledPolicy, compile_policy
 from hydraguard.policy.loader import default_policy_path, parse_policy
 
@@ -209,7 +210,10 @@ def _stats_lifespan(variant: str, registry: CollectorRegistry | None) -> Callabl
 
 def _factory(variant: str) -> Callable[[], Starlette]:
     def make() -> Starlette:
-        return build(variant, os.environ.get("BENCH_STORAGE", "memory://"))
+        app = build(variant, os.environ.get("BENCH_STORAGE", "memory://"))
+        # Every variant runs with the GC settings `hydraguard serve` uses (fair to all).
+        tune_for_long_running_state()
+        return app
 
     make.__name__ = f"{variant}_app"
     return make

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from ..errors import PolicyError
 from ..middleware import HydraGuard
 from ..policy.loader import default_policy_path
+from .gc import tune_for_long_running_state
 from .mock import create_mock_app
 from .proxy import UpstreamProxy
 
@@ -147,4 +148,6 @@ def config_to_env(config: GatewayConfig) -> None:
 
 def app_from_env() -> Starlette:
     """uvicorn factory for ``--workers N``: each worker builds the same gateway."""
-    return create_gateway(GatewayConfig(**json.loads(os.environ.get(CONFIG_ENV, "{}"))))
+    app = create_gateway(GatewayConfig(**json.loads(os.environ.get(CONFIG_ENV, "{}"))))
+    tune_for_long_running_state()
+    return app
