@@ -210,8 +210,10 @@ class Guard:
             decision.strip = effects.strip
             decision.delay = effects.delay
             decision.anomaly_rule = effects.rule
-            if effects.block or (decision.admitted and not decision.shadow_denied):
-                decision.rule = effects.rule if effects.applied else decision.rule
+            if effects.applied and (
+                effects.block or (decision.admitted and not decision.shadow_denied)
+            ):
+                decision.rule = effects.rule
         return decision
 
     async def _apply(

@@ -13,16 +13,6 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from .cluster.model import ClusterStats
 
-DECISIONS = (
-    "allow",
-    "deny",
-    "shadow_deny",
-    "invalid",
-    "storage_open",
-    "storage_closed",
-    "storage_local",
-)
-
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

@@ -4,7 +4,6 @@ user runs it: a subprocess on a free port, its banner, its curl line and its ref
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shlex
 import signal
@@ -20,6 +19,7 @@ import httpx
 import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from serve_process import stop
 from starlette.types import ASGIApp
 
 from hydraguard.gateway import app as gateway_app
@@ -159,19 +159,6 @@ async def hydraguard_serve(
         yield served
     finally:
         await stop(process)
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM to the whole group (uvicorn and any worker), SIGKILL if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            async with asyncio.timeout(10):
-                await process.wait()
-            return
-        except TimeoutError:
-            continue
 
 
 async def promtool_check(text: str) -> None:

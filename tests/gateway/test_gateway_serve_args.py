@@ -7,7 +7,9 @@ import pytest
 from hydraguard.cli import main
 
 
-def test_unknown_storage_is_refused_before_workers_start(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_storage_is_refused_before_workers_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["serve", "--storage", "bogus://x", "--workers", "2", "--port", "1"]) == 2
     error = capsys.readouterr().err
     assert "unknown storage 'bogus://x'" in error

@@ -5,9 +5,7 @@ multiprocess mode) adds up the decisions of both."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import socket
 import sys
 import textwrap
@@ -20,6 +18,7 @@ import pytest
 import redis
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from serve_process import stop
 
 # A db of its own, flushed before and after. Another run flushing it mid-test would reset
 # the counters and admit more than the limit (seen when other suites were pointed at it).
@@ -125,16 +124,7 @@ async def test_two_workers_share_one_exact_quota_on_redis(tmp_path: Path) -> Non
             statuses = Counter(await asyncio.gather(*(one() for _ in range(SENT))))
             metrics = await http.get("/metrics")
     finally:
-        # The whole group: the uvicorn parent and its spawned workers.
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                async with asyncio.timeout(15):
-                    await process.wait()
-                break
-            except TimeoutError:
-                continue
+        await stop(process, wait=15)  # the uvicorn parent and its spawned workers
         flush()
 
     assert statuses == {200: LIMIT, 429: SENT - LIMIT}, stderr.read_text()[-2000:]

@@ -138,9 +138,6 @@ class Planner:
             )
             for name, tier in policy.tiers.items()
         }
-        self.has_cluster_limits = bool(
-            policy.cluster_limits.windows or policy.cluster_limits.concurrency
-        )
         self.global_prefix = KEY_PREFIX + "{g}"
 
     def cluster_specs(self, tier: str) -> list[tuple[str, int]]:

@@ -101,7 +101,7 @@ class Learning:
     ) -> None:
         template = fingerprint(facts.prompt)
         if self.bands and self.linker is not None:
-            signals = self.linker.signals({}, {}, None, band_keys(template, self.bands))
+            signals = self.linker.extractor.template(band_keys(template, self.bands))
             self.linker.learn(account, signals, ts)
         if self.risk is not None:
             self.risk.observe(

@@ -42,8 +42,8 @@ class Linker:
         else:
             self.index = ClusterIndex(config, on_merge=self._merged)
         self._known: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        # account -> (last signals, when sent to the index); memory only compares the signals
-        self._last: dict[str, Any] = {}
+        # account -> (last signals sent to the index, when); Redis also re-links after _REFRESH
+        self._last: dict[str, tuple[dict[str, tuple[str, ...]], float]] = {}
         self._learned: dict[
             str, dict[str, tuple[str, ...]]
         ] = {}  # Redis: last template evidence sent
@@ -80,11 +80,10 @@ class Linker:
     ) -> tuple[str, int]:
         if not self.shared:
             # An account usually sends the same signals every time: nothing new to link.
-            if self._last.get(account) == signals:
+            seen = self._last.get(account)
+            if seen is not None and seen[0] == signals:
                 return self.index.cluster_and_size(account)  # type: ignore[no-any-return]
-            if len(self._last) > _CACHE:
-                self._last.clear()
-            self._last[account] = signals
+            self._seen(account, signals, now)
             return self.index.observe_sized(account, signals, now)  # type: ignore[no-any-return]
         known = self._known.get(account)
         if known is None or known[0] in self._absorbed:
@@ -102,11 +101,14 @@ class Linker:
         # (other accounts' links can change its cluster): not one Redis script per request.
         seen = self._last.get(account)
         if seen is None or seen[0] != signals or now - seen[1] >= _REFRESH:
-            self._last[account] = (signals, now)
-            if len(self._last) > _CACHE:
-                self._last.clear()
+            self._seen(account, signals, now)
             self._background(account, signals, now)
         return known
+
+    def _seen(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> None:
+        if len(self._last) > _CACHE:
+            self._last.clear()
+        self._last[account] = (signals, now)
 
     def learn(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> None:
         """Evidence known only after the response (the prompt's template): off the critical path."""
@@ -181,7 +183,3 @@ class Linker:
     async def drain(self) -> None:
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
-
-
-def singleton_cluster(account: str) -> str:
-    return cluster_id(account)

@@ -47,6 +47,16 @@ class SignalExtractor:
         # Parsing an address costs more than the rest of extract(); clients repeat theirs.
         self._prefixes: dict[tuple[str, str], tuple[str, ...]] = {}
 
+    def template(self, template_bands: Sequence[str]) -> Signals:
+        """Only the template signals: what is learned after the response."""
+        found: Signals = {}
+        for sig in self._signals:
+            if sig.kind == "template":
+                values = self._clean(sig, tuple(template_bands)[: sig.bands])
+                if values:
+                    found[sig.name] = values
+        return found
+
     def extract(
         self,
         headers: Mapping[str, str],

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from limits.storage import storage_from_string
 
 from ..errors import StorageError
-from .base import Charge, Check, Lease, Storage, Verdict
+from .base import Charge, Check, Lease, Storage, Verdict, window_usage
 
 log = logging.getLogger("hydraguard.storage")
 
@@ -174,8 +174,7 @@ class RedisStorage(Storage):
             current = float(await self.client.get(f"{check.key}:{window_id}") or 0)
             previous = float(await self.client.get(f"{check.key}:{window_id - 1}") or 0)
             elapsed = now - window_id * check.window
-            weight = (check.window - elapsed) / check.window if self.sliding else 0.0
-            out.append(previous * weight + current)
+            out.append(window_usage(previous, current, elapsed, check.window, self.sliding))
         return out
 
     async def merge_windows(

@@ -76,7 +76,6 @@ class ResilientStorage:
         # Usage admitted on local counters during an outage, pushed to shared storage on
         # recovery so the shared windows still see it: (key, window, window id) -> amount.
         self.owed: dict[tuple[str, int, int], float] = {}
-        self._flushing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def acquire(
@@ -104,9 +103,7 @@ class ResilientStorage:
                     log.warning("hydraguard: storage %s is back", self.primary.uri)
                     self.metrics.breaker_open.set(0)
                     if self.owed:
-                        self._flushing = asyncio.get_running_loop().create_task(
-                            self._flush_owed(now)
-                        )
+                        self._background(self._flush_owed(now))
                 return Outcome(verdict, self.primary, None)
         return self._fallback(checks, now, lease_id, lease_ttl)
 
