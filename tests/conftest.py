@@ -35,7 +35,10 @@ from hydraguard.policy.loader import parse_policy
 from hydraguard.storage.base import Storage
 from hydraguard.storage.factory import storage_from_uri
 
-REDIS_URL = os.environ.get("HYDRAGUARD_TEST_REDIS", "redis://127.0.0.1:6379/15")
+REDIS_PORT = os.environ.get(
+    "HYDRAGUARD_TEST_REDIS_PORT", "6379"
+)  # a helper's own redis-server when runs overlap
+REDIS_URL = os.environ.get("HYDRAGUARD_TEST_REDIS", f"redis://127.0.0.1:{REDIS_PORT}/15")
 
 STORAGES = [
     pytest.param("memory://", id="memory"),

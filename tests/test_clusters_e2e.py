@@ -423,7 +423,12 @@ async def test_linking_follows_the_storage_policy_when_redis_is_down(
 @pytest.mark.redis
 @pytest.mark.parametrize(
     "storage_uri",
-    [os.environ.get("HYDRAGUARD_TEST_REDIS", "redis://127.0.0.1:6379/15")],
+    [
+        os.environ.get(
+            "HYDRAGUARD_TEST_REDIS",
+            f"redis://127.0.0.1:{os.environ.get('HYDRAGUARD_TEST_REDIS_PORT', '6379')}/15",
+        )
+    ],
     ids=["redis"],
 )
 async def test_replicas_on_one_redis_agree_on_clusters_and_share_their_quota(

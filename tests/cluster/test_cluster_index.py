@@ -13,7 +13,10 @@ from hydraguard.cluster.config import ClusteringConfig
 from hydraguard.cluster.index import ClusterIndex
 from hydraguard.cluster.model import ClusterInfo, ClusterStats, cluster_id
 
-REDIS_URL = os.environ.get("HYDRAGUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get(
+    "HYDRAGUARD_TEST_REDIS",
+    f"redis://127.0.0.1:{os.environ.get('HYDRAGUARD_TEST_REDIS_PORT', '6379')}/0",
+)
 Merges = list[tuple[list[str], str]]
 Splits = list[tuple[str, list[str]]]
 

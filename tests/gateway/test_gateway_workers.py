@@ -22,7 +22,7 @@ from serve_process import stop
 
 # A db of its own, flushed before and after. Another run flushing it mid-test would reset
 # the counters and admit more than the limit (seen when other suites were pointed at it).
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = f"redis://127.0.0.1:{os.environ.get('HYDRAGUARD_TEST_REDIS_PORT', '6379')}/12"
 STARTUP = 60  # seconds: only bounds a hang when the workers cannot start
 LIMIT, SENT = 50, 200
 

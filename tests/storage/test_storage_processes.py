@@ -16,7 +16,10 @@ from hydraguard.storage.redis import RedisStorage
 
 pytestmark = pytest.mark.redis
 
-URL = os.environ.get("HYDRAGUARD_TEST_REDIS", "redis://127.0.0.1:6379/13")
+URL = os.environ.get(
+    "HYDRAGUARD_TEST_REDIS",
+    f"redis://127.0.0.1:{os.environ.get('HYDRAGUARD_TEST_REDIS_PORT', '6379')}/13",
+)
 PROCESSES = 4
 PER_PROCESS = 50
 LIMIT = 37
