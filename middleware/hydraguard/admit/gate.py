@@ -137,15 +137,18 @@ class Gate:
         if decision.store is None:
             return
         plan = decision.plan
+        checks = plan.checks
+        window_ids = decision.verdict.window_ids
         delta = used_tokens - (decision.input_estimate + decision.output_reserved)
+        everything = decision.verdict.charged and not decision.shadow_denied  # skip the filter
         charges = [
-            Charge(plan.checks[i].key, plan.checks[i].window, decision.verdict.window_ids[i], delta)
+            Charge(checks[i].key, checks[i].window, window_ids[i], delta)
             for i in plan.token_checks
-            if delta and decision.reserved(i)
+            if delta and (everything or decision.reserved(i))
         ]
         leases = [
-            Lease(plan.checks[i].key, decision.lease_id)
+            Lease(checks[i].key, decision.lease_id)
             for i in plan.lease_checks
-            if decision.reserved(i)
+            if everything or decision.reserved(i)
         ]
         self.storage.settle(decision.store, charges, leases, now)

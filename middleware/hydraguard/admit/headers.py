@@ -32,13 +32,22 @@ def policy_header(limits: Sequence[Limit]) -> bytes:
 def go_duration(seconds: float) -> str:
     """OpenAI writes resets like ``1s``, ``6m0s``, ``1h2m3s``."""
     whole = max(0, math.ceil(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+    text = _DURATIONS.get(whole)
+    if text is None:
+        hours, rest = divmod(whole, 3600)
+        minutes, secs = divmod(rest, 60)
+        if hours:
+            text = f"{hours}h{minutes}m{secs}s"
+        elif minutes:
+            text = f"{minutes}m{secs}s"
+        else:
+            text = f"{secs}s"
+        if len(_DURATIONS) < 100_000:  # a day of distinct seconds; beyond that, compute
+            _DURATIONS[whole] = text
+    return text
+
+
+_DURATIONS: dict[int, str] = {}
 
 
 def ratelimit_headers(
@@ -66,8 +75,8 @@ def ratelimit_headers(
             items.append(f'"{limits[best].rule}";r={remaining};t={math.ceil(reset)}')
             if openai:
                 names = _OPENAI_NAMES[kind]
-                out.append((names[0], str(check.limit).encode()))
-                out.append((names[1], str(remaining).encode()))
+                out.append((names[0], b"%d" % check.limit))
+                out.append((names[1], b"%d" % remaining))
                 out.append((names[2], go_duration(reset).encode()))
         else:
             items.append(f'"{limits[best].rule}";r={remaining}')

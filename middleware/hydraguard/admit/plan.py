@@ -126,6 +126,9 @@ def cluster_prefix(cluster: str) -> str:
     return KEY_PREFIX + subject_tag("c", cluster)
 
 
+_SUBJECTS_CACHED = 100_000  # (tier, account, cluster) plans kept; cleared whole when full
+
+
 class Planner:
     def __init__(self, policy: CompiledPolicy) -> None:
         self.layouts = {
@@ -139,6 +142,10 @@ class Planner:
             for name, tier in policy.tiers.items()
         }
         self.global_prefix = KEY_PREFIX + "{g}"
+        # An account sends many requests with the same tier and cluster: its checks differ
+        # only in the token costs, so the rest is built once and shared (checks are never
+        # mutated). Saves most of the planning cost on the hot path.
+        self._cached: dict[tuple[str, str, str | None], list[Check]] = {}
 
     def cluster_specs(self, tier: str) -> list[tuple[str, int]]:
         """(key suffix, window) of the cluster's window counters: what a merge carries over."""
@@ -160,22 +167,41 @@ class Planner:
         """The checks of one request. ``account_factor`` scales the account's limits (an
         anomaly throttle), ``cluster_factor`` the cluster's (growth with membership x throttle)."""
         layout = self.layouts[tier]
-        prefixes = (account_prefix(account), cluster_prefix(cluster or account), self.global_prefix)
         if account_factor == 1.0 and cluster_factor == 1.0:
-            checks = [
-                Check(prefixes[scope] + suffix, amount, window, tokens if is_tokens else 1, shadow)
-                for scope, suffix, amount, window, is_tokens, shadow in layout.specs
-            ]
-        else:
-            factors = (account_factor, cluster_factor, 1.0)
-            checks = [
-                Check(
-                    prefixes[scope] + suffix,
-                    amount if window < 0 else max(1, int(amount * factors[scope])),
-                    window,
-                    tokens if is_tokens else 1,
-                    shadow,
+            subject = (tier, account, cluster)
+            fixed = self._cached.get(subject)
+            if fixed is None:
+                if len(self._cached) >= _SUBJECTS_CACHED:
+                    self._cached.clear()
+                fixed = self._cached[subject] = self._checks(
+                    layout, account, cluster, 1, (1.0, 1.0, 1.0)
                 )
-                for scope, suffix, amount, window, is_tokens, shadow in layout.specs
-            ]
-        return Plan(layout, checks)
+            checks = fixed.copy()
+            for i in layout.token_checks:
+                check = fixed[i]
+                checks[i] = Check(check.key, check.limit, check.window, tokens, check.shadow)
+            return Plan(layout, checks)
+        factors = (account_factor, cluster_factor, 1.0)
+        return Plan(layout, self._checks(layout, account, cluster, tokens, factors))
+
+    def _checks(
+        self,
+        layout: Layout,
+        account: str,
+        cluster: str | None,
+        tokens: int,
+        factors: tuple[float, float, float],
+    ) -> list[Check]:
+        prefixes = (account_prefix(account), cluster_prefix(cluster or account), self.global_prefix)
+        return [
+            Check(
+                prefixes[scope] + suffix,
+                amount
+                if window < 0 or factors[scope] == 1.0
+                else max(1, int(amount * factors[scope])),
+                window,
+                tokens if is_tokens else 1,
+                shadow,
+            )
+            for scope, suffix, amount, window, is_tokens, shadow in layout.specs
+        ]

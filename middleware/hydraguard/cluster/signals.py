@@ -67,7 +67,10 @@ class SignalExtractor:
         found: Signals = {}
         for sig in self._signals:
             if sig.kind == "header":
-                values = self._clean(sig, (headers.get(sig.key),))
+                raw = headers.get(sig.key)
+                if raw is None:  # the usual case for most signals: nothing to clean
+                    continue
+                values = self._clean(sig, (raw,))
             elif sig.kind == "state":
                 values = self._clean(sig, _as_values(state.get(sig.key)))
             elif sig.kind == "client_ip":

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .dialect import Dialect, StreamTally
-from .facts import RequestFacts, as_int, text_of
+from .facts import NUMBERS, RequestFacts, as_int, text_of
 
 # Anthropic's documented error types per status; else 4xx invalid_request_error, 5xx api_error.
 _ERROR_TYPES = {
@@ -52,7 +52,7 @@ class AnthropicMessages(Dialect):
             messages=count,
             max_tokens=as_int(body.get("max_tokens")),
             stream=body.get("stream") is True,
-            temperature=float(temperature) if isinstance(temperature, int | float) else None,
+            temperature=float(temperature) if isinstance(temperature, NUMBERS) else None,
             model=body.get("model") if isinstance(body.get("model"), str) else None,
         )
 

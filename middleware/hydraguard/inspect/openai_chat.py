@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .dialect import Dialect, StreamTally
-from .facts import RequestFacts, as_int, text_of
+from .facts import NUMBERS, RequestFacts, as_int, text_of
 
 _ERROR_TYPES = {429: "rate_limit_error"}  # else 4xx: invalid_request_error, 5xx: server_error
 
@@ -29,6 +29,7 @@ class OpenAIChat(Dialect):
             max_tokens = as_int(body.get("max_tokens"))
         temperature = body.get("temperature")
         top = as_int(body.get("top_logprobs"))
+        model = body.get("model")
         return RequestFacts(
             body=body,
             prompt="\n".join(texts),
@@ -39,8 +40,8 @@ class OpenAIChat(Dialect):
             logprobs=body.get("logprobs") is True or bool(top),
             top_logprobs=top,
             logit_bias=bool(body.get("logit_bias")),
-            temperature=float(temperature) if isinstance(temperature, int | float) else None,
-            model=body.get("model") if isinstance(body.get("model"), str) else None,
+            temperature=float(temperature) if isinstance(temperature, NUMBERS) else None,
+            model=model if isinstance(model, str) else None,
         )
 
     def error_body(

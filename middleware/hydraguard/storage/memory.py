@@ -32,7 +32,8 @@ class MemoryStorage(Storage):
     def acquire_now(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
     ) -> Verdict:
-        # Inlined sliding-window arithmetic (see base.window_usage): this is the hot path.
+        # The hot path: sliding-window arithmetic inlined (see base.window_usage), attributes
+        # and methods bound to locals, one pass to check and one to reserve.
         n = len(checks)
         usage = [0.0] * n
         waits = [0.0] * n
@@ -40,62 +41,70 @@ class MemoryStorage(Storage):
         window_ids = [0] * n
         entries: list[Entry | None] = [None] * n
         windows = self._windows
+        get_window = windows.get
         sliding = self.sliding
         admitted = all_fit = True
-        for i, check in enumerate(checks):
+        i = 0
+        for check in checks:
             window = check.window
-            if window == -1:
-                until = self._flags.get(check.key)
-                used = 0.0
-                fits = until is None or until <= now
-                if not fits:
-                    waits[i] = until - now  # type: ignore[operator]
-            elif window == 0:
-                held = self._leases.get(check.key)
-                used = len(held) if held else 0.0
-                if used + check.cost > check.limit:
-                    # Only a full lease set is worth purging of leases from dead processes.
-                    held = self._live_leases(check.key, now)
-                    used = len(held)
-                fits = used + check.cost <= check.limit
-                if not fits:
-                    waits[i] = max(min(held.values(), default=now + 1.0) - now, 0.001)  # type: ignore[union-attr]
-            else:
+            if window > 0:
+                key = check.key
                 window_id = int(now // window)
                 elapsed = now - window_id * window
-                entry = windows.get(check.key)
+                entry = get_window(key)
                 if entry is None or entry[0] < window_id:
-                    entry = self._roll(check.key, entry, window_id, window)
+                    entry = self._roll(key, entry, window_id, window)
                 elif entry[0] > window_id:
                     # The clock stepped back (out-of-order log lines in a replay): count into
                     # the newer window rather than wiping it.
                     window_id, elapsed = int(entry[0]), 0.0
                 entries[i] = entry
-                _, current, previous, _ = entry
+                current = entry[1]
+                previous = entry[2]
                 used = previous * (window - elapsed) / window + current if sliding else current
                 resets[i] = window - elapsed
                 window_ids[i] = window_id
-                fits = used + check.cost <= check.limit
-                if not fits:
+                if used + check.cost > check.limit:
                     waits[i] = retry_after(
                         previous, current, elapsed, window, check.limit, check.cost, sliding
                     )
+                    all_fit = False
+                    if not check.shadow:
+                        admitted = False
+            elif window == 0:
+                held = self._leases.get(check.key)
+                used = float(len(held)) if held else 0.0
+                if used + check.cost > check.limit:
+                    # Only a full lease set is worth purging of leases from dead processes.
+                    held = self._live_leases(check.key, now)
+                    used = float(len(held))
+                    if used + check.cost > check.limit:
+                        waits[i] = max(min(held.values(), default=now + 1.0) - now, 0.001)
+                        all_fit = False
+                        if not check.shadow:
+                            admitted = False
+            else:  # a block flag
+                used = 0.0
+                until = self._flags.get(check.key)
+                if until is not None and until > now:
+                    waits[i] = until - now
+                    all_fit = False
+                    if not check.shadow:
+                        admitted = False
             usage[i] = used
-            if not fits:
-                all_fit = False
-                if not check.shadow:
-                    admitted = False
+            i += 1
         if admitted:
-            for i, check in enumerate(checks):
+            i = 0
+            for check in checks:
                 if all_fit or not check.shadow:
                     entry = entries[i]
-                    if check.window == -1:
-                        continue
-                    if entry is None:
-                        self._leases.setdefault(check.key, {})[lease_id] = now + lease_ttl
-                    else:
+                    if entry is not None:
                         windows[check.key] = (entry[0], entry[1] + check.cost, entry[2], entry[3])
-                    usage[i] += check.cost
+                        usage[i] += check.cost
+                    elif check.window == 0:
+                        self._leases.setdefault(check.key, {})[lease_id] = now + lease_ttl
+                        usage[i] += check.cost
+                i += 1
         self._ops += 1
         if self._ops >= _SWEEP_EVERY:
             self._sweep(now)
