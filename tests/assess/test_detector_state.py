@@ -6,6 +6,7 @@ import functools
 import itertools
 import json
 
+import assess_traffic
 import pytest
 from assess_traffic import START, chat_user, detector, hydra, prober
 
@@ -75,3 +76,30 @@ def test_a_fresh_state_scores_zero(name: str) -> None:
 )
 def test_ramp(value: float, expected: float) -> None:
     assert ramp(value, 0.2, 0.8) == pytest.approx(expected)
+
+
+def test_activity_spread_totals_stay_exact_across_gaps() -> None:
+    # Moving the window's end forgets only the slots skipped over, incrementally:
+    # the totals must equal a recount after every kind of gap.
+    det = detector("activity_spread")
+    state = det.new_state()
+    ts = START
+    for gap in [0, 60, 3600, 5 * 3600, 1800, 23 * 3600, 24 * 3600, 30 * 3600, 7200, 120] * 3:
+        ts += gap
+        det.observe(state, assess_traffic.event(ts, "hello"))
+        totals = (state.total, state.active, state.clogc)
+        state.recount()
+        assert totals == pytest.approx((state.total, state.active, state.clogc))
+
+
+def test_template_repetition_index_matches_its_window() -> None:
+    # The band index (counts and holder links) must describe exactly the window.
+    det = detector("template_repetition", window=8)
+    state = det.new_state()
+    for i, request in enumerate(long_campaign()[:200]):
+        det.observe(state, request)
+        expected: dict[int, int] = {}
+        for fp in state.fps:
+            for key in det._keys(fp):
+                expected[key] = expected.get(key, 0) + 1
+        assert {k: v >> 16 for k, v in state.index.items()} == expected, i

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hydraguard.assess.lexicon import SCAN_CHARS, Lexicon
+from hydraguard.assess.lexicon import ASCII_PATTERNS, SCAN_CHARS, Lexicon, literal_prefix
 
 LEXICON = Lexicon()
 
@@ -59,3 +59,23 @@ def test_long_prompts_are_scanned_on_head_and_tail() -> None:
     filler = "lorem ipsum " * SCAN_CHARS
     assert LEXICON.matches("Think step by step. " + filler)
     assert LEXICON.matches(filler + " Think step by step.")
+
+
+@pytest.mark.parametrize("pattern", ASCII_PATTERNS)
+def test_every_shipped_pattern_has_the_literal_prefix_its_prefilter_tests(pattern: str) -> None:
+    # The prefilter skips a pattern whose prefix is absent: that is only sound when
+    # every match starts with the prefix (no top-level alternation).
+    prefix = literal_prefix(pattern)
+    assert prefix
+    depth = 0
+    for char in pattern:  # shipped patterns escape no parentheses
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        assert not (char == "|" and depth == 0), "top-level alternation"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [("let'?s think", "let"), ("step[- ]by", "step"), ("a{2}b", ""), ("plain", "plain")],
+)
+def test_literal_prefix(pattern: str, prefix: str) -> None:
+    assert literal_prefix(pattern) == prefix

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class RequestEvent:
-    """One request as the detectors see it; ``ts`` (arrival, epoch seconds) is their only clock."""
+    """One request as the detectors see it; ``ts`` (arrival, epoch seconds) is their only clock.
+
+    ``Learning`` builds it with positional arguments (cheaper): keep the field order.
+    """
 
     ts: float
     account: str

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .risk import RiskEngine
 
 _BATCH = 256  # lessons handled per loop turn, so a backlog never starves requests
+_SIGNALS = 1 << 13  # template signals remembered (cleared when full)
 
 
 class Learning:
@@ -37,6 +38,9 @@ class Learning:
                 if spec.template is not None:
                     self.bands = spec.template.bands
         self.active = risk is not None or self.bands > 0
+        self.ceilings = {name: tier.max_output_tokens for name, tier in policy.tiers.items()}
+        # template fingerprint -> its linking signals: a template resent costs a lookup
+        self._signals: dict[int, dict[str, tuple[str, ...]]] = {}
         self._queue: list[tuple[Any, ...]] = []
         self._scheduled = False
 
@@ -99,28 +103,35 @@ class Learning:
         output_tokens: int,
         status: int,
     ) -> None:
-        template = fingerprint(facts.prompt)
+        prompt = facts.prompt
+        template = fingerprint(prompt)
         if self.bands and self.linker is not None:
-            signals = self.linker.extractor.template(band_keys(template, self.bands))
+            signals = self._signals.get(template)
+            if signals is None:
+                if len(self._signals) >= _SIGNALS:
+                    self._signals.clear()
+                signals = self.linker.extractor.template(band_keys(template, self.bands))
+                self._signals[template] = signals
             self.linker.learn(account, signals, ts)
         if self.risk is not None:
+            # Positional: keyword arguments cost a third of building the event.
             self.risk.observe(
                 RequestEvent(
-                    ts=ts,
-                    account=account,
-                    cluster=cluster,
-                    prompt=facts.prompt,
-                    template=template,
-                    max_tokens=facts.max_tokens,
-                    max_tokens_ceiling=self.policy.tiers[tier].max_output_tokens,
-                    n=facts.n,
-                    logprobs=facts.logprobs,
-                    top_logprobs=facts.top_logprobs,
-                    logit_bias=facts.logit_bias,
-                    temperature=facts.temperature,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    status=status,
-                    tier=tier,
+                    ts,
+                    account,
+                    cluster,
+                    prompt,
+                    template,
+                    facts.max_tokens,
+                    self.ceilings[tier],
+                    facts.n,
+                    facts.logprobs,
+                    facts.top_logprobs,
+                    facts.logit_bias,
+                    facts.temperature,
+                    input_tokens,
+                    output_tokens,
+                    status,
+                    tier,
                 )
             )

@@ -7,8 +7,9 @@ against the *lower-cased* prompt (write extra patterns in lower case).
 Speed: CPython's ``re`` scans fast only for a pattern that starts with a
 literal; one big alternation costs ~100 us per KB. So each pattern is its own
 literal-prefixed regex, the non-ASCII ones run only on non-ASCII text (an O(1)
-check), and a long prompt is scanned on its head and tail, where templates
-put their instructions.
+check), a pattern is searched for only when the literal it starts with occurs
+(a substring test costs far less than a search call), and a long prompt is
+scanned on its head and tail, where templates put their instructions.
 """
 
 from __future__ import annotations
@@ -52,11 +53,27 @@ NON_ASCII_PATTERNS: tuple[str, ...] = (
 SCAN_CHARS = 1024  # head and tail scanned of a longer prompt
 
 
+_META = frozenset("\\.^$*+?{}[]()|")
+
+
+def literal_prefix(pattern: str) -> str:
+    """The literal text every match of ``pattern`` starts with ("" if none is evident).
+
+    Meant for the shipped patterns (no top-level ``|``): a substring test for the
+    prefix rules most prompts out for a fraction of a regex search's call cost.
+    """
+    for i, char in enumerate(pattern):
+        if char in _META:
+            # A quantifier makes the character before it optional.
+            return pattern[: i - 1] if char in "*?{" else pattern[:i]
+    return pattern
+
+
 class Lexicon:
     """The compiled default patterns plus a policy's extra ones."""
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
-        self.ascii = tuple(re.compile(p) for p in ASCII_PATTERNS)
+        self.ascii = tuple((literal_prefix(p), re.compile(p)) for p in ASCII_PATTERNS)
         self.non_ascii = tuple(re.compile(p) for p in NON_ASCII_PATTERNS)
         self.extra = tuple(re.compile(p) for p in extra)
 
@@ -65,8 +82,8 @@ class Lexicon:
         if len(prompt) > 2 * SCAN_CHARS:
             prompt = prompt[:SCAN_CHARS] + "\n" + prompt[-SCAN_CHARS:]
         text = prompt.lower()
-        for pattern in self.ascii:
-            if pattern.search(text):
+        for prefix, pattern in self.ascii:
+            if prefix in text and pattern.search(text):
                 return True
         if not text.isascii():
             for pattern in self.non_ascii:

@@ -11,32 +11,42 @@ few fingerprints of each shared band are compared, so a lookup never scans
 the window (an older near-duplicate hidden behind newer far ones in every
 band is missed; a real template flood keeps its bands fresh).
 
+The state is flat, sized by the window, whatever the traffic: the ring of
+fingerprints, a count and the latest slot per band key, and per slot and band
+a link to the previous slot carrying the same key. Walking ``count`` links
+from the latest slot visits exactly the window's holders of a key, newest
+first, with no per-key containers to allocate, free and garbage-collect.
+
 Minimum evidence: ``min_events`` prompts in the window.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from hydraguard.assess.config import TemplateRepetition
 from hydraguard.assess.detectors.base import EventMemo, Scope, ramp
 from hydraguard.assess.events import RequestEvent
 
-_HOLDERS = 4  # latest fingerprints kept per band key and compared
+_HOLDERS = 4  # latest fingerprints compared per shared band key
+_SLOT_BITS = 16  # index value: count << _SLOT_BITS | latest slot (window <= 4096)
+_SLOT_MASK = (1 << _SLOT_BITS) - 1
+_ONE = 1 << _SLOT_BITS
 
 
 class RepetitionState:
-    __slots__ = ("dups", "flags", "fps", "index", "keys", "pos")
+    __slots__ = ("dups", "flags", "fps", "index", "keys", "links", "pos")
 
     def __init__(self) -> None:
-        self.fps: list[int] = []
+        self.fps: list[int] = []  # a ring of the window's fingerprints
         self.flags: list[bool] = []  # was a near-duplicate when it arrived
-        self.keys: list[list[int]] = []  # band keys of each fingerprint (derived)
-        self.pos = 0
+        self.pos = 0  # the oldest slot once the ring is full
         self.dups = 0
-        # band key -> [fingerprints in the window carrying it, the latest few of them]
-        self.index: dict[int, list[Any]] = {}
+        # Derived, bands entries per slot: its band keys, and per key the previous slot
+        # carrying that key.
+        self.keys: list[int] = []
+        self.links: list[int] = []
+        self.index: dict[int, int] = {}  # band key -> count in the window << 16 | latest slot
 
     def to_dict(self) -> dict[str, Any]:
         return {"fps": list(self.fps), "flags": list(self.flags), "pos": self.pos}
@@ -67,64 +77,82 @@ class TemplateRepetitionDetector:
         state = RepetitionState()
         fps = [int(f) for f in data.get("fps", ())][: self.window]
         flags = [bool(f) for f in data.get("flags", ())][: len(fps)]
-        state.fps, state.flags = fps, flags + [False] * (len(fps) - len(flags))
-        state.pos = int(data.get("pos", 0)) % self.window if fps else 0
-        state.dups = sum(state.flags)
-        state.keys = [self._keys(fp) for fp in fps]
-        ordered = fps[state.pos :] + fps[: state.pos] if len(fps) == self.window else fps
-        for fp in ordered:
-            for key in self._keys(fp):
-                entry = state.index.setdefault(key, [0, deque(maxlen=_HOLDERS)])
-                entry[0] += 1
-                entry[1].append(fp)
+        flags += [False] * (len(fps) - len(flags))
+        pos = int(data.get("pos", 0)) % self.window if fps else 0
+        n = len(fps)
+        state.fps = fps
+        state.keys = [key for fp in fps for key in self._keys(fp)]
+        state.links = [0] * len(state.keys)
+        bands = self.bands
+        # Relink in the order the fingerprints arrived: oldest first.
+        for slot in [*range(pos, n), *range(pos)] if n == self.window else range(n):
+            self._link_at(state, slot, state.keys[slot * bands : (slot + 1) * bands])
+        state.flags, state.pos, state.dups = flags, pos, sum(flags)
         return state
 
     def observe(self, state: RepetitionState, event: RequestEvent) -> None:
-        fp = event.template
         memo = self._memo
         if memo.event is not event:
-            memo.event, memo.value = event, self._keys(fp)
+            memo.event, memo.value = event, self._keys(event.template)
         keys: list[int] = memo.value
-        index = state.index
-        full = len(state.fps) >= self.window
-        pos = state.pos
-        if full:  # the oldest leaves the window first
-            for key in state.keys[pos]:
-                entry = index[key]
-                if entry[0] > 1:
-                    entry[0] -= 1
-                    # The window is FIFO: when every holder is still in it, the
-                    # leaving fingerprint is the oldest holder. So the holders
-                    # stay the latest min(count, _HOLDERS) in the window.
-                    if len(entry[1]) > entry[0]:
-                        entry[1].popleft()
+        self._link(state, event.template, keys)
+
+    def _link(self, state: RepetitionState, fp: int, keys: list[int]) -> None:
+        """Add ``fp`` to the window (the oldest leaves a full one) and flag it."""
+        bands = self.bands
+        fps = state.fps
+        if len(fps) >= self.window:  # the oldest leaves the window first
+            slot = state.pos
+            index = state.index
+            base = slot * bands
+            for key in state.keys[base : base + bands]:
+                value = index[key]
+                if value >= 2 * _ONE:
+                    index[key] = value - _ONE
                 else:
                     del index[key]
-            state.dups -= state.flags[pos]
-        # A prompt repeats a template when it shares a band with a recent one
-        # and is within max_distance of one of that band's latest holders.
+            state.dups -= state.flags[slot]
+            fps[slot] = fp
+            state.keys[base : base + bands] = keys
+            state.pos = 0 if slot + 1 == self.window else slot + 1
+        else:
+            slot = len(fps)
+            fps.append(fp)
+            state.flags.append(False)
+            state.keys += keys
+            state.links += keys  # placeholders, set by _link_at
+        dup = self._link_at(state, slot, keys)
+        state.flags[slot] = dup
+        state.dups += dup
+
+    def _link_at(self, state: RepetitionState, slot: int, keys: list[int]) -> bool:
+        """Count ``slot``'s keys in the index; whether its fingerprint repeats a holder's.
+
+        A prompt repeats a template when it shares a band with a recent one and is
+        within max_distance of one of that band's latest holders.
+        """
+        fp = state.fps[slot]
+        fps, index, links = state.fps, state.index, state.links
         limit = self.max_distance
+        bands = self.bands
+        base = slot * bands
         dup = False
-        for key in keys:
-            held = index.get(key)
-            if held is None:
-                index[key] = [1, deque((fp,), _HOLDERS)]
+        for band, key in enumerate(keys):
+            value = index.get(key)
+            if value is None:
+                index[key] = _ONE | slot
                 continue
+            latest = value & _SLOT_MASK
             if not dup:
-                for other in held[1]:
-                    if (fp ^ other).bit_count() <= limit:
+                other = latest
+                for _ in range(min(value >> _SLOT_BITS, _HOLDERS)):
+                    if (fp ^ fps[other]).bit_count() <= limit:
                         dup = True
                         break
-            held[0] += 1
-            held[1].append(fp)
-        if full:
-            state.fps[pos], state.flags[pos], state.keys[pos] = fp, dup, keys
-            state.pos = (pos + 1) % self.window
-        else:
-            state.fps.append(fp)
-            state.flags.append(dup)
-            state.keys.append(keys)
-        state.dups += dup
+                    other = links[other * bands + band]
+            links[base + band] = latest
+            index[key] = ((value & ~_SLOT_MASK) + _ONE) | slot
+        return dup
 
     def score(self, state: RepetitionState, now: float) -> float:
         n = len(state.fps)

@@ -74,11 +74,9 @@ class ActivitySpreadDetector:
         if hour <= state.latest - 24:
             return  # older than the window
         if hour > state.latest:
+            if state.total:
+                self._expire(state, hour)
             state.latest = hour
-            for slot in range(24):  # expire what fell out of the last 24 hours
-                if state.hours[slot] <= hour - 24:
-                    state.counts[slot] = 0
-            state.recount()
         slot = hour % 24
         if state.hours[slot] != hour:
             state.hours[slot], state.counts[slot] = hour, 0
@@ -87,6 +85,26 @@ class ActivitySpreadDetector:
         state.total += 1
         state.active += count == 0
         state.clogc += _clogc(count + 1) - _clogc(count)
+
+    @staticmethod
+    def _expire(state: SpreadState, hour: int) -> None:
+        """Move the window's end to ``hour``: forget the slots that fall out of it.
+
+        Only the slots of the hours skipped over can expire (at most 24), and the
+        totals move by what they held: no recount, which cost as much as the rest of
+        observe for the many subjects whose next request comes in a new hour.
+        """
+        counts, hours = state.counts, state.hours
+        for h in range(max(state.latest, hour - 24) - 23, hour - 23):
+            slot = h % 24
+            count = counts[slot]
+            if count and state.latest - 24 < hours[slot] <= hour - 24:
+                counts[slot] = 0
+                state.total -= count
+                state.active -= 1
+                state.clogc -= _clogc(count)
+        if not state.total:
+            state.clogc = 0.0  # no floating-point residue once empty
 
     def entropy(self, state: SpreadState, now: float) -> tuple[float, int, int]:
         """(normalised entropy, requests, active hours) over the 24 hours before ``now``."""
