@@ -137,7 +137,7 @@ class RedisStorage(Storage):
                 keys.append(key)
             spec += (check.window, check.limit, check.cost, check.shadow, k, field)
             windows.append(check.window)
-        reply = orjson.loads(await self._acquire(keys=keys, args=[orjson.dumps(spec)]))
+        reply = await self._acquire(keys=keys, args=[orjson.dumps(spec)])
         n = len(checks)
         admitted = reply[0] == 1
         # Window ids and resets follow from `now` alone, as in the script.

@@ -16,8 +16,8 @@
 -- ARGV[1]: one JSON array (cjson decodes it in C; parsing text in Lua cost more than the
 --   rest of the script): now, lease_id, lease_ttl, sliding, then 6 values per check:
 --   window, limit, cost, shadow, key index, field prefix (window 0: concurrency, -1: flag).
--- Returns a JSON array: admitted (1/0), usage per check (after the reservation when
--- admitted), then the wait per check (0 when it fits). Resets and window ids are the
+-- Returns an array: admitted (1/0), usage per check (after the reservation when admitted),
+-- then the wait per check (0 when it fits); integers as integers, fractions as text. Resets and window ids are the
 -- client's to compute from the same `now`.
 local spec = cjson.decode(ARGV[1])
 local now, lease_id, lease_ttl, sliding = spec[1], spec[2], spec[3], spec[4]
@@ -164,4 +164,9 @@ if admitted then
 else
   out[1] = 0
 end
-return cjson.encode(out)
+-- An array reply: Redis turns numbers into integers, so only fractions go as text.
+for i = 2, 2 * n + 1 do
+  local x = out[i]
+  if x ~= math.floor(x) then out[i] = string.format('%.17g', x) end
+end
+return out
