@@ -5,12 +5,14 @@
 All three use redis-py's asyncio client over loopback, sequentially (one decision at a
 time), interleaved rep by rep; latencies are per call, median and p99 in µs.
 
-- ``ping``: ``await redis.ping()``, the floor of one round trip.
+- ``ping``: ``await client.ping()`` on the storage's own client (same connection pool and
+  packing as the decision), the floor of one round trip.
 - ``hydraguard``: ``RedisStorage.acquire`` over the default policy's plan for one
-  request: 4 account window limits + 1 account concurrency + 2 global window limits,
-  all checked and reserved at once (one EVALSHA). Every decision must admit.
+  request: the block flag, 4 account window limits + account concurrency, the same for
+  the account's cluster, 2 global window limits, all checked and reserved at once (one
+  EVALSHA). Every decision must admit.
 - ``limits-2``: two ``SlidingWindowCounterRateLimiter.hit`` calls (the peer's usual setup).
-- ``limits-6``: the same 6 window limits as HydraGuard, ``hit`` one by one (``limits``
+- ``limits-10``: the same 10 window limits as HydraGuard, ``hit`` one by one (``limits``
   has no concurrency limit, and ``hit`` one by one is neither atomic nor all-or-nothing:
   this is a lower bound for what ``limits`` would need to do the same job).
 
@@ -64,8 +66,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for i, limit in windows
     ]
 
-    ping_client = aioredis.Redis.from_url(args.redis)
     storage = RedisStorage(args.redis)
+    ping_client = storage.client  # the same client: the comparison is the script, not the pool
     limiter = SlidingWindowCounterRateLimiter(
         LimitsRedisStorage("async+" + args.redis, implementation="redispy")
     )
@@ -123,7 +125,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await call()
                 timings[name].append(time.perf_counter() - began)
     await _cleanup(ping_client, prefix)
-    await ping_client.aclose()
     await storage.aclose()
 
     floor = statistics.median(timings["ping"])
@@ -147,6 +148,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "calls": args.calls,
         "reps": args.reps,
         "hydraguard_checks": len(plans[0].checks),
+        "hiredis": hiredis_version(),
         "limits_per_decision": len(items),
         "python": sys.version.split()[0],
         "nproc": os.cpu_count(),
@@ -158,6 +160,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _cleanup(client: aioredis.Redis, prefix: str) -> None:
     async for key in client.scan_iter(match=f"*{prefix}*", count=1000):
         await client.delete(key)
+
+
+def hiredis_version() -> str | None:
+    try:
+        import hiredis
+    except ImportError:
+        return None
+    return str(hiredis.__version__)
 
 
 def table(report: dict[str, Any]) -> str:

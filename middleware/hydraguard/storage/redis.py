@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from limits.storage import storage_from_string
 
 from ..errors import StorageError
 from .base import Charge, Check, Lease, Storage, Verdict, window_usage
+from .redis_packing import fast_connection_class
 
 log = logging.getLogger("hydraguard.storage")
 
@@ -31,6 +34,36 @@ def hash_tag(key: str) -> str:
     start = key.find("{")
     end = key.find("}", start + 1)
     return key[start + 1 : end] if start >= 0 and end > start + 1 else key
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(hash, field prefix) of a check key: everything of one subject (the keys sharing a
+    hash tag, e.g. ``hg:{a:acct-1}:r60``, ``hg:{a:acct-1}:c``, ``hg:{a:acct-1}:b``) lives
+    in one hash named up to the tag (``hg:{a:acct-1}``), so a decision reads and writes a
+    subject with one call each (see acquire.lua). A key without a tag is its own hash."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start >= 0 and end > start + 1:
+        return key[: end + 1], key[end + 1 :]
+    return key, ""
+
+
+def _window_counts(fields: Sequence[Any], window_id: int) -> tuple[float, float]:
+    """(current, previous) counts at ``window_id`` from a limit's (id, current, previous)."""
+    stored, current, previous = (float(v) if v is not None else 0.0 for v in fields)
+    if stored == window_id:
+        return current, previous
+    if stored == window_id - 1:
+        return 0.0, current
+    return 0.0, 0.0
+
+
+def _live_leases(text: Any, now: float) -> int:
+    return sum(1 for expiry in orjson.loads(text).values() if expiry > now) if text else 0
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "\\*?[]" else ch for ch in text)
 
 
 class RedisStorage(Storage):
@@ -62,7 +95,9 @@ class RedisStorage(Storage):
                 aioredis.BlockingConnectionPool(
                     max_connections=pool.max_connections,
                     timeout=None,
-                    connection_class=pool.connection_class,
+                    connection_class=fast_connection_class(
+                        pool.connection_class, pool.connection_kwargs.get("encoding", "utf-8")
+                    ),
                     **pool.connection_kwargs,
                 )
             )
@@ -81,25 +116,41 @@ class RedisStorage(Storage):
     async def _acquire_group(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
     ) -> Verdict:
-        # One packed spec string rather than five arguments a check: argument packing is
-        # most of the client-side cost of a script call.
-        spec = ";".join(f"{c.window},{c.limit},{c.cost},{1 if c.shadow else 0}" for c in checks)
-        reply = await self._acquire(
-            keys=[c.key for c in checks],
-            args=[repr(now), lease_id, repr(lease_ttl), "1" if self.sliding else "0", spec],
-        )
-        text = reply.decode() if isinstance(reply, bytes) else str(reply)
-        parts = text.split("|")
-        admitted = parts[0] == "1"
+        # Every hash once and everything else in one JSON argument (see acquire.lua): the
+        # client-side packing and parsing of a script call cost as much as the script.
+        keys: list[str] = []
+        index: dict[str, int] = {}
+        spec: list[Any] = [now, lease_id, lease_ttl, self.sliding]
+        windows: list[int] = []
+        for check in checks:
+            # split_key inlined: this loop runs for every check of every request.
+            key = check.key
+            start = key.find("{")
+            end = key.find("}", start + 1)
+            if start >= 0 and end > start + 1:
+                key, field = key[: end + 1], key[end + 1 :]
+            else:
+                field = ""
+            k = index.get(key)
+            if k is None:
+                k = index[key] = len(keys) + 1
+                keys.append(key)
+            spec += (check.window, check.limit, check.cost, check.shadow, k, field)
+            windows.append(check.window)
+        reply = await self._acquire(keys=keys, args=[orjson.dumps(spec)])
         n = len(checks)
-        usage = [0.0] * n
-        waits = [0.0] * n
-        resets = [0.0] * n
-        for i in range(n):
-            used, wait, reset = parts[i + 1].split(",")
-            usage[i], waits[i], resets[i] = float(used), float(wait), float(reset)
-        window_ids = [int(now // c.window) if c.window > 0 else 0 for c in checks]
-        return Verdict(admitted, admitted, usage, waits, resets, window_ids)
+        admitted = reply[0] == 1
+        # Window ids and resets follow from `now` alone, as in the script.
+        window_ids = [int(now // w) if w > 0 else 0 for w in windows]
+        resets = [w - now % w if w > 0 else 0.0 for w in windows]
+        return Verdict(
+            admitted,
+            admitted,
+            list(map(float, reply[1 : n + 1])),
+            list(map(float, reply[n + 1 :])),
+            resets,
+            window_ids,
+        )
 
     async def _acquire_by_slot(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
@@ -123,58 +174,87 @@ class RedisStorage(Storage):
                 break
             taken.append((indexes, part))
         if not merged.admitted:
-            for indexes, _part in taken:
+            for indexes, part in taken:
                 charges = [
                     Charge(checks[i].key, checks[i].window, merged.window_ids[i], -checks[i].cost)
-                    for i in indexes
-                    if checks[i].window > 0
+                    for j, i in enumerate(indexes)
+                    # A shadow check that did not fit was not charged.
+                    if checks[i].window > 0 and not (checks[i].shadow and part.retry_after[j] > 0)
                 ]
-                leases = [Lease(checks[i].key, lease_id) for i in indexes if checks[i].window == 0]
-                await self._settle_now(charges, leases)
+                leases = [
+                    Lease(checks[i].key, lease_id)
+                    for j, i in enumerate(indexes)
+                    if checks[i].window == 0 and not (checks[i].shadow and part.retry_after[j] > 0)
+                ]
+                await self._settle_now(charges, leases, now)
         return merged
 
     def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
         if not charges and not leases:
             return
-        task = asyncio.get_running_loop().create_task(self._settle_safely(charges, leases))
+        task = asyncio.get_running_loop().create_task(self._settle_safely(charges, leases, now))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _settle_safely(self, charges: Sequence[Charge], leases: Sequence[Lease]) -> None:
+    async def _settle_safely(
+        self, charges: Sequence[Charge], leases: Sequence[Lease], now: float
+    ) -> None:
         try:
-            await self._settle_now(charges, leases)
+            await self._settle_now(charges, leases, now)
         except Exception as exc:
             # Leases then expire on their own (lease TTL); the token correction is lost and logged.
             log.warning("hydraguard: settlement failed, leases will expire by TTL: %s", exc)
 
-    async def _settle_now(self, charges: Sequence[Charge], leases: Sequence[Lease]) -> None:
-        if self.cluster:
-            for charge in charges:
-                await self._settle(
-                    keys=[f"{charge.key}:{charge.window_id}"], args=[1, charge.delta, ""]
-                )
-            for lease in leases:
-                await self._settle(keys=[lease.key], args=[0, lease.lease_id])
-            return
-        keys = [f"{c.key}:{c.window_id}" for c in charges] + [lease.key for lease in leases]
-        lease_id = leases[0].lease_id if leases else ""
-        await self._settle(keys=keys, args=[len(charges), *(c.delta for c in charges), lease_id])
+    async def _settle_now(
+        self, charges: Sequence[Charge], leases: Sequence[Lease], now: float
+    ) -> None:
+        changes: list[tuple[int, str, int, Any, float]] = [
+            (0, c.key, c.window, c.window_id, c.delta) for c in charges
+        ]
+        changes += [(2, lease.key, 0, lease.lease_id, 0) for lease in leases]
+        await self._change(changes, now)
+
+    async def _change(
+        self, changes: Sequence[tuple[int, str, int, Any, float]], now: float
+    ) -> None:
+        """Run settle.lua over (mode, key, window, window id or lease id, amount) changes:
+        one call on a single node, one per hash tag on a Cluster."""
+        groups: dict[str, list[tuple[int, str, int, Any, float]]] = {}
+        for change in changes:
+            groups.setdefault(hash_tag(change[1]) if self.cluster else "", []).append(change)
+        for group in groups.values():
+            keys: list[str] = []
+            index: dict[str, int] = {}
+            spec: list[Any] = [now]
+            for mode, key, window, window_id, amount in group:
+                hash_key, field = split_key(key)
+                k = index.get(hash_key)
+                if k is None:
+                    k = index[hash_key] = len(keys) + 1
+                    keys.append(hash_key)
+                spec += (mode, k, field, window, window_id, amount)
+            await self._settle(keys=keys, args=[orjson.dumps(spec)])
 
     async def usage(self, checks: Sequence[Check], now: float) -> list[float]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for check in checks:
+                hash_key, field = split_key(check.key)
+                if check.window > 0:
+                    pipe.hmget(hash_key, [field + ".i", field + ".c", field + ".p"])
+                elif check.window == 0:
+                    pipe.hget(hash_key, field + ".l")
+            replies = iter(await pipe.execute())
         out: list[float] = []
         for check in checks:
             if check.window == -1:
                 out.append(0.0)
-                continue
-            if check.window == 0:
-                await self.client.zremrangebyscore(check.key, "-inf", now)
-                out.append(float(await self.client.zcard(check.key)))
-                continue
-            window_id = int(now // check.window)
-            current = float(await self.client.get(f"{check.key}:{window_id}") or 0)
-            previous = float(await self.client.get(f"{check.key}:{window_id - 1}") or 0)
-            elapsed = now - window_id * check.window
-            out.append(window_usage(previous, current, elapsed, check.window, self.sliding))
+            elif check.window == 0:
+                out.append(float(_live_leases(next(replies), now)))
+            else:
+                window_id = int(now // check.window)
+                current, previous = _window_counts(next(replies), window_id)
+                elapsed = now - window_id * check.window
+                out.append(window_usage(previous, current, elapsed, check.window, self.sliding))
         return out
 
     async def merge_windows(
@@ -186,37 +266,55 @@ class RedisStorage(Storage):
             return
         async with self.client.pipeline(transaction=False) as pipe:
             for key in sources:
-                pipe.get(f"{key}:{window_id}")
-                pipe.get(f"{key}:{window_id - 1}")
-            counts = await pipe.execute()
-        current = sum(int(v or 0) for v in counts[0::2])
-        previous = sum(int(v or 0) for v in counts[1::2])
-        await self.add_usage(
-            [(target, window, window_id, current), (target, window, window_id - 1, previous)]
+                hash_key, field = split_key(key)
+                pipe.hmget(hash_key, [field + ".i", field + ".c", field + ".p"])
+            counts = [_window_counts(reply, window_id) for reply in await pipe.execute()]
+        current = sum(c for c, _ in counts)
+        previous = sum(p for _, p in counts)
+        await self._add(
+            [(target, window, window_id, current), (target, window, window_id - 1, previous)], now
         )
 
     async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key, window, window_id, amount in entries:
-                window_key = f"{key}:{window_id}"
-                pipe.incrby(window_key, round(amount))
-                pipe.expire(window_key, 2 * window + 1)
-            await pipe.execute()
+        await self._add(entries, time.time())
+
+    async def _add(self, entries: Sequence[tuple[str, int, int, float]], now: float) -> None:
+        changes: list[tuple[int, str, int, Any, float]] = [
+            (1, key, window, window_id, round(amount))
+            for key, window, window_id, amount in entries
+            if round(amount)
+        ]
+        if changes:
+            await self._change(changes, now)
 
     async def set_flag(self, key: str, seconds: float, now: float) -> None:
-        await self.client.set(key, "1", px=max(1, int(seconds * 1000)))
+        await self._change([(3, key, 0, 0, seconds)], now)
 
     async def clear_flag(self, key: str) -> bool:
-        return bool(await self.client.delete(key))
+        hash_key, field = split_key(key)
+        return bool(await self.client.hdel(hash_key, field + ".f"))
 
     async def flag_ttl(self, key: str, now: float) -> float | None:
-        ttl = await self.client.pttl(key)
-        return ttl / 1000 if ttl > 0 else None
+        hash_key, field = split_key(key)
+        expiry = await self.client.hget(hash_key, field + ".f")
+        left = float(expiry) - now if expiry is not None else 0.0
+        return left if left > 0 else None
 
     async def clear(self, prefix: str) -> int:
         removed = 0
-        async for key in self.client.scan_iter(match=prefix.replace("[", "\\[") + "*", count=500):
+        async for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
             removed += await self.client.delete(key)
+        hash_key, field_prefix = split_key(prefix)
+        if field_prefix:
+            # The prefix reaches into a subject's hash (e.g. one limit of an account).
+            fields = [
+                name
+                for name in await self.client.hkeys(hash_key)
+                if (name.decode() if isinstance(name, bytes) else name).startswith(field_prefix)
+            ]
+            if fields:
+                await self.client.hdel(hash_key, *fields)
+                removed += len(fields)
         return removed
 
     async def reset_connections(self) -> None:
