@@ -5,12 +5,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 from replay_helpers import T0, record, small_policy, write_traffic
 
 from hydraguard.guard import Guard
 from hydraguard.replay.engine import Engine
 from hydraguard.replay.reader import Entry, read_traffic
-from hydraguard.replay.run import replay_file
+from hydraguard.replay.run import BATCH, replay_file
 
 
 async def decide_all(engine: Engine, records: list[dict[str, Any]]) -> list[Any]:
@@ -156,3 +157,27 @@ async def test_same_input_gives_the_same_bytes(tmp_path: Path) -> None:
         assert tally.lines == 301 and tally.invalid == 1
     assert outputs[0] == outputs[1]
     assert len(outputs[0].splitlines()) == len(list(read_traffic(traffic)))
+
+
+async def test_decision_lines_are_written_in_batches_without_losing_the_tail(
+    tmp_path: Path,
+) -> None:
+    # More lines than one write batch, and not a multiple of it, with a malformed one
+    # in each batch: every line is written once, in order, same bytes as line by line.
+    records: list[dict[str, Any] | str] = [
+        record(f"acct-{i % 11}", T0 + i * 0.5, output=i % 90) for i in range(2 * BATCH + 7)
+    ]
+    records[3] = records[BATCH + 3] = "not json"
+    traffic = write_traffic(tmp_path / "t.jsonl", records)
+    policy = small_policy(tmp_path, requests="30/minute")
+    sink = io.BytesIO()
+    tally = await replay_file(traffic, policy, decisions=sink)
+    lines = sink.getvalue().splitlines(keepends=True)
+    assert len(lines) == tally.lines == 2 * BATCH + 7 and tally.invalid == 2
+    engine = Engine(policy)
+    expected = [
+        orjson.dumps((await engine.step(entry)).line_dict(), option=orjson.OPT_APPEND_NEWLINE)
+        for entry in read_traffic(traffic)
+    ]
+    await engine.aclose()
+    assert lines == expected

@@ -84,6 +84,25 @@ def test_time_to_first_action_per_campaign() -> None:
     assert hydra2["time_to_first_action"] is None  # never acted on
 
 
+def test_a_campaign_starts_and_is_first_acted_on_in_log_order() -> None:
+    # The log order decides, not the smallest stamp (an audit log can be slightly out
+    # of order), and the first action may fall on an account that appeared later.
+    report = tally_of(
+        [
+            outcome("x2", T0 + 30),
+            outcome("x1", T0 + 25),
+            outcome("x1", T0 + 50, actions=("flag",)),
+            outcome("x2", T0 + 45, admitted=False),
+            outcome("x2", T0 + 60, actions=("throttle",)),
+        ]
+    ).report()
+    hydra1 = report["campaigns"]["hydra-1"]
+    assert hydra1["first_ts"] == T0 + 30 and hydra1["first_action_ts"] == T0 + 50
+    assert hydra1["time_to_first_action"] == 20.0
+    assert (hydra1["requests"], hydra1["requests_refused"], hydra1["active_accounts"]) == (5, 1, 2)
+    assert hydra1["accounts_affected"] == 1  # x2 refused and throttled; x1 only flagged
+
+
 def test_without_labels_the_top_accounts_and_clusters_by_action() -> None:
     report = tally_of(
         [

@@ -10,17 +10,26 @@ log has no latencies, so concurrency limits never bind in a replay.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
 from ..identify import Identity
 from ..inspect.dialects import DIALECTS
-from ..inspect.facts import RequestFacts
 from ..middleware import HydraGuard
 from ..policy.compiled import CompiledPolicy
 from ..record.audit import TRUNCATED
 from .reader import Entry
+
+# What one record came to, as a plain tuple in ``Outcome``'s field order after ``line``:
+# (account, cluster, admitted, output_tokens, actions, rule, risk, error, ts, requested,
+#  shadow_denied, routed, shadow_actions). The replay loop unpacks it at once; a tuple is
+# several times cheaper to build than an object, and this is built once per logged line.
+Result = tuple[
+    str | None, str | None, bool, int, tuple[str, ...], str | None, float, str | None,
+    float, int, bool, bool, tuple[str, ...],
+]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -43,28 +52,51 @@ class Outcome:
     shadow_actions: tuple[str, ...] = ()  # what shadow anomaly rules would have done
 
     def line_dict(self) -> dict[str, object]:
-        line: dict[str, object] = {
-            "line": self.line,
-            "account": self.account,
-            "cluster": self.cluster,
-            "admitted": self.admitted,
-            "output_tokens": self.output_tokens,
-            "actions": list(self.actions),
-            "rule": self.rule,
-            "risk": self.risk,
-        }
-        if self.error is not None:
-            line["error"] = self.error
+        line = decision_line(
+            self.line, self.account, self.cluster, self.admitted, self.output_tokens,
+            self.actions, self.rule, self.risk, self.error,
+        )  # fmt: skip
+        line["actions"] = list(self.actions)  # as it reads back from JSON
         return line
+
+
+def decision_line(
+    line: int,
+    account: str | None,
+    cluster: str | None,
+    admitted: bool,
+    output_tokens: int,
+    actions: tuple[str, ...],
+    rule: str | None,
+    risk: float,
+    error: str | None,
+) -> dict[str, object]:
+    """The decision line (DESIGN.md), keys in the documented order; ``actions`` stays a
+    tuple, which orjson writes as the same JSON array as a list."""
+    if error is None:
+        return {
+            "line": line, "account": account, "cluster": cluster, "admitted": admitted,
+            "output_tokens": output_tokens, "actions": actions, "rule": rule, "risk": risk,
+        }  # fmt: skip
+    return {
+        "line": line, "account": account, "cluster": cluster, "admitted": admitted,
+        "output_tokens": output_tokens, "actions": actions, "rule": rule, "risk": risk,
+        "error": error,
+    }  # fmt: skip
 
 
 async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
     raise AssertionError("replay never forwards a request")  # pragma: no cover
 
 
-def _tokens(usage: dict[str, object] | None, key: str) -> int | None:
-    value = usage.get(key) if usage else None
-    return int(value) if isinstance(value, int | float) else None
+_NONE: tuple[str, ...] = ()
+_NUMBER = (int, float)
+_NO_STATE: dict[str, Any] = {}  # replay has no ASGI scope state; never written to
+
+
+def malformed(error: str | None) -> Result:
+    """A line that is not a usable record: refused, nothing served, with the reason."""
+    return (None, None, False, 0, _NONE, None, 0.0, error, 0.0, 0, False, True, _NONE)
 
 
 class Engine:
@@ -81,14 +113,24 @@ class Engine:
         )
         self.guard = self.hydra.guard
         self.policy = policy
+        self._match = policy.routes.match
 
     def clock(self) -> float:
         return self.now
 
     async def step(self, entry: Entry) -> Outcome:
         record = entry.record
-        if record is None:
-            return Outcome(entry.line, None, None, False, 0, (), None, 0.0, error=entry.error)
+        return Outcome(
+            entry.line,
+            *(await self.decide(record) if record is not None else malformed(entry.error)),
+        )
+
+    async def decide(self, record: dict[str, Any]) -> Result:
+        """One checked record (``reader.check_record``) through the guard.
+
+        Runs once per logged request: fields are read once into locals, and the common
+        cases (a plain JSON body, no usage field missing, a zero risk) skip helper calls."""
+        get = record.get
         ts = float(record["ts"])
         # An audit log is written as requests finish, so arrival stamps can be slightly
         # out of order; the replay clock never goes back.
@@ -96,29 +138,39 @@ class Engine:
             self.now = ts
         now = self.now
         account = record["account"]
-        usage = record.get("usage")
-        logged_output = _tokens(usage, "output_tokens") or 0
-        route = self.policy.routes.match(record["path"])
+        usage = get("usage")
+        logged_output = 0
+        logged_input = None
+        if usage:
+            value = usage.get("output_tokens")
+            if isinstance(value, _NUMBER):  # checked non-negative by the reader
+                logged_output = int(value)
+            value = usage.get("input_tokens")
+            if isinstance(value, _NUMBER):
+                logged_input = int(value)
+        route = self._match(record["path"])
         if route is None:
-            return Outcome(
-                entry.line, account, None, True, logged_output, (), None, 0.0,
-                ts=ts, requested=logged_output, routed=False,
+            return (
+                account, None, True, logged_output, _NONE, None, 0.0, None,
+                ts, logged_output, False, False, _NONE,
             )  # fmt: skip
         dialect = DIALECTS[route.dialect]
-        facts: RequestFacts | None = None
+        facts = None
         if dialect.reads_body:
-            body = record.get("body")
-            problem = self._body_problem(body)
-            if problem is not None:
-                return Outcome(
-                    entry.line, account, None, False, 0, (), None, 0.0,
-                    error=problem, ts=ts, requested=logged_output,
-                )  # fmt: skip
+            body = get("body")
+            # Only a non-dict or a truncation marker can be refused before deciding.
+            if body.__class__ is not dict or TRUNCATED in body:
+                problem = self._body_problem(body)
+                if problem is not None:
+                    return (
+                        account, None, False, 0, _NONE, None, 0.0, problem,
+                        ts, logged_output, False, True, _NONE,
+                    )  # fmt: skip
             facts = dialect.parse(body)  # type: ignore[arg-type]  # checked by _body_problem
-        headers = record.get("headers") or {}
+        headers = get("headers") or {}
         guard = self.guard
         identity = Identity(
-            account, guard.identifier.tier_for(headers, {}), record.get("ip"), headers
+            account, guard.identifier.tier_for(headers, _NO_STATE), get("ip"), headers
         )
         decision = await guard.decide(identity, facts, now)
         served = 0
@@ -126,23 +178,16 @@ class Engine:
             served = logged_output
             if decision.output_cap is not None:
                 served = min(served, decision.output_cap * (facts.n if facts is not None else 1))
-            logged_input = _tokens(usage, "input_tokens")
             used_input = logged_input if logged_input is not None else decision.input_estimate
-            guard.complete(decision, facts, used_input, served, record.get("status") or 200, now)
-        return Outcome(
-            entry.line,
-            account,
-            decision.cluster,
-            decision.admitted,
-            served,
-            tuple(decision.actions),
-            decision.rule,
-            round(decision.risk, 4),
-            ts=ts,
-            requested=logged_output,
-            shadow_denied=decision.shadow_denied,
-            shadow_actions=tuple(getattr(decision, "shadow_actions", ())),
-        )
+            guard.complete(decision, facts, used_input, served, get("status") or 200, now)
+        risk = decision.risk
+        if risk:  # round(0.0, 4) is 0.0: skip the call for the usual zero
+            risk = round(risk, 4)
+        return (
+            account, decision.cluster, decision.admitted, served, tuple(decision.actions),
+            decision.rule, risk, None, ts, logged_output, decision.shadow_denied, True,
+            tuple(getattr(decision, "shadow_actions", ())),
+        )  # fmt: skip
 
     def _body_problem(self, body: object) -> str | None:
         """Why the live path would have refused this body before deciding (400/413)."""

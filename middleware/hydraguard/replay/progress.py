@@ -10,6 +10,7 @@ import time
 from typing import TextIO
 
 _WIDTH = 30
+_REDRAW = 0.2  # seconds between redraws at most
 
 
 class Progress:
@@ -27,14 +28,14 @@ class Progress:
         stream = stream if stream is not None else sys.stderr
         return cls(total_bytes, label, stream) if stream.isatty() else None
 
-    def advance(self, size: int) -> None:
-        self.done += size
-        self.records += 1
-        if self.records % 2048 == 0:
-            now = time.monotonic()
-            if now - self._shown >= 0.2:
-                self._shown = now
-                self._draw(now)
+    def update(self, done_bytes: int, records: int) -> None:
+        """Where the replay is: bytes of the log read and lines done. Called every few
+        thousand lines, not per line, so it costs nothing on the replay loop."""
+        self.done, self.records = done_bytes, records
+        now = time.monotonic()
+        if now - self._shown >= _REDRAW:
+            self._shown = now
+            self._draw(now)
 
     def _draw(self, now: float) -> None:
         share = min(self.done / self.total, 1.0)

@@ -6,9 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
+
+# Big reads: a log is read front to back once, and one system call per megabyte keeps the
+# per-line cost of reading at splitting a buffer.
+READ_BUFFER = 1 << 20
+_NUMBER = (int, float)  # a tuple, not ``int | float``: isinstance is cheaper with one
+_STR = str.__instancecheck__  # isinstance(v, str) as a C function, for map()
 
 
 @dataclass(slots=True)
@@ -23,52 +29,62 @@ class Entry:
         return self.record["account"] if self.record is not None else None
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def check_record(record: Any) -> str | None:
-    """Why this parsed line is not a usable record, or None. Unknown fields are ignored."""
+    """Why this parsed line is not a usable record, or None. Unknown fields are ignored.
+
+    Runs once per logged request, so it is written for speed: no helper calls, and
+    headers checked with a C-level map rather than a generator."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    if not _number(record.get("ts")):
+    get = record.get
+    ts = get("ts")
+    if not isinstance(ts, _NUMBER) or ts.__class__ is bool:
         return "ts is missing or not a number"
-    if not isinstance(record.get("account"), str) or not record["account"]:
+    account = get("account")
+    if not isinstance(account, str) or not account:
         return "account is missing or not a string"
-    if not isinstance(record.get("path"), str):
+    if not isinstance(get("path"), str):
         return "path is missing or not a string"
-    headers = record.get("headers")
-    if headers is not None and not (
-        isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
-    ):
+    headers = get("headers")
+    if headers is not None and not (isinstance(headers, dict) and all(map(_STR, headers.values()))):
         return "headers is not an object of strings"
-    if record.get("ip") is not None and not isinstance(record["ip"], str):
+    ip = get("ip")
+    if ip is not None and not isinstance(ip, str):
         return "ip is not a string"
-    status = record.get("status")
-    if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
+    status = get("status")
+    if status is not None and (not isinstance(status, int) or status.__class__ is bool):
         return "status is not an integer"
-    usage = record.get("usage")
+    usage = get("usage")
     if usage is not None:
         if not isinstance(usage, dict):
             return "usage is not an object"
         for key in ("input_tokens", "output_tokens"):
             value = usage.get(key)
-            if value is not None and not (_number(value) and value >= 0):
+            if value is not None and not (
+                isinstance(value, _NUMBER) and value.__class__ is not bool and value >= 0
+            ):
                 return f"usage.{key} is not a non-negative number"
     return None
 
 
+def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """One raw line: ``(record, None)`` when usable, else ``(None, why not)``."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc}"
+    problem = check_record(record)
+    return (None, problem) if problem is not None else (record, None)
+
+
+def open_traffic(path: str | Path) -> BinaryIO:
+    """The log as a binary file with a large buffer; iterate it for its lines (newline kept)."""
+    return open(path, "rb", buffering=READ_BUFFER)
+
+
 def read_traffic(path: str | Path) -> Iterator[Entry]:
     """Every line of the log, in file order (a blank line is malformed, not skipped)."""
-    with open(path, "rb") as fh:
+    with open_traffic(path) as fh:
         for number, raw in enumerate(fh):
-            try:
-                record = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield Entry(number, len(raw), None, f"not valid JSON: {exc}")
-                continue
-            problem = check_record(record)
-            if problem is not None:
-                yield Entry(number, len(raw), None, problem)
-            else:
-                yield Entry(number, len(raw), record)
+            record, error = parse_line(raw)
+            yield Entry(number, len(raw), record, error)
