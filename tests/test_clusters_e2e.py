@@ -455,3 +455,35 @@ async def test_replicas_on_one_redis_agree_on_clusters_and_share_their_quota(
     # 2 already spent + 8 more fill the shared 10/minute; the rest are refused on both replicas.
     assert statuses.count(200) == 8
     assert statuses[-2:] == [429, 429]
+
+
+async def test_a_signal_from_scope_state_links_accounts(guarded: Any, kit: SimpleNamespace) -> None:
+    """An auth layer in the same process hands over its evidence in scope["state"]."""
+    signals = {"card": {"state": "card_fingerprint", "weight": 1.0, "max_fanout": 100}}
+    g = await guarded(
+        kit.build_upstream(kit.Upstream()), policy(signals=signals), clock=kit.Clock()
+    )
+
+    async def auth_layer(scope: Any, receive: Any, send: Any) -> None:
+        headers = dict(scope["headers"])
+        card = headers.get(b"x-test-card")
+        if card is not None:
+            scope.setdefault("state", {})["card_fingerprint"] = card.decode()
+        await g.guard(scope, receive, send)
+
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=auth_layer), base_url="http://t")
+    async with client:
+        for account, card in (("a", "card-1"), ("b", "card-1"), ("c", "card-2")):
+            response = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "m",
+                    "max_tokens": 5,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+                headers={"x-account-id": account, "x-test-card": card},
+            )
+            assert response.status_code == 200
+            await g.guard.drain()
+    assert await cluster_of(g, "a") == await cluster_of(g, "b")
+    assert await cluster_of(g, "c") != await cluster_of(g, "a")

@@ -178,7 +178,7 @@ class Guard:
         """identify is done; cluster, assess and admit. The live path and replay share it."""
         cluster, size = None, 1
         if self.linker is not None:
-            signals = self.linker.signals(identity.headers, {}, identity.client_ip)
+            signals = self.linker.signals(identity.headers, identity.state, identity.client_ip)
             cluster, size = await self.linker.resolve(identity.account, signals, now)
             if self.linker.merges:
                 try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import MutableMapping
-from dataclasses import dataclass
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ class Identity:
     tier: str
     client_ip: str | None
     headers: dict[str, str]  # lower-case names; context headers only when trusted
+    state: Mapping[str, Any] = field(default_factory=dict)  # scope["state"]: what an auth layer in-process set
 
 
 def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -100,7 +101,7 @@ class Identifier:
                 account = "ip-" + ip
             if account:
                 break
-        return Identity(account or "anonymous", self.tier_for(context, state), ip, context)
+        return Identity(account or "anonymous", self.tier_for(context, state), ip, context, state)
 
     def tier_for(self, headers: dict[str, str], state: dict[str, Any]) -> str:
         tier = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import StorageError
@@ -69,7 +69,7 @@ class Linker:
     def signals(
         self,
         headers: dict[str, str],
-        state: dict[str, Any],
+        state: Mapping[str, Any],
         client_ip: str | None,
         template_bands: Sequence[str] | None = None,
     ) -> dict[str, tuple[str, ...]]:
