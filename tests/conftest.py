@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -34,11 +33,7 @@ from hydraguard.policy.compiled import CompiledPolicy, compile_policy
 from hydraguard.policy.loader import parse_policy
 from hydraguard.storage.base import Storage
 from hydraguard.storage.factory import storage_from_uri
-
-REDIS_PORT = os.environ.get(
-    "HYDRAGUARD_TEST_REDIS_PORT", "6379"
-)  # a helper's own redis-server when runs overlap
-REDIS_URL = os.environ.get("HYDRAGUARD_TEST_REDIS", f"redis://127.0.0.1:{REDIS_PORT}/15")
+from shared_redis import REDIS_URL
 
 STORAGES = [
     pytest.param("memory://", id="memory"),

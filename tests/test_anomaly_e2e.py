@@ -15,8 +15,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
+import redis
 import yaml
 from prometheus_client import CollectorRegistry
+
+from shared_redis import REDIS_URL
 
 OTHER_DETECTORS = (
     "template_repetition",
@@ -147,13 +151,7 @@ async def test_strip_removes_probe_parameters_from_the_forwarded_body(
     guarded: Any, kit: SimpleNamespace
 ) -> None:
     upstream = kit.Upstream()
-    rule = {
-        "name": "no-probes",
-        "when": {"risk_gte": 0.5},
-        "action": "strip",
-        "params": ["logprobs", "top_logprobs", "logit_bias"],
-    }
-    g = await guarded(kit.build_upstream(upstream), policy(rule), clock=kit.Clock())
+    g = await guarded(kit.build_upstream(upstream), policy(STRIP), clock=kit.Clock())
     assert (await send(g, "calm", PROBE)).status_code == 200  # one probe is no pattern
     await make_risky(g, "risky")
     assert (await send(g, "risky", PROBE)).status_code == 200
@@ -163,6 +161,50 @@ async def test_strip_removes_probe_parameters_from_the_forwarded_body(
         k: v for k, v in PROBE.items() if k not in ("logprobs", "top_logprobs", "logit_bias")
     }
     assert int(upstream.headers[-1]["content-length"]) == len(upstream.bodies[-1])
+
+
+STRIP = {
+    "name": "no-probes",
+    "when": {"risk_gte": 0.5},
+    "action": "strip",
+    "params": ["logprobs", "top_logprobs", "logit_bias"],
+}
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("storage_uri", [REDIS_URL], ids=["redis"])
+async def test_replicas_on_one_redis_share_risk(
+    guarded: Any, kit: SimpleNamespace, storage_uri: str
+) -> None:
+    """A prober caught by one replica is stripped by another that has seen one probe of it:
+    the risk is shared, not only the blocks."""
+    flush = redis.Redis.from_url(storage_uri)  # the parametrization bypasses the fixture's flush
+    flush.flushdb()
+    flush.close()
+    upstream = kit.Upstream()
+    clock = kit.Clock()
+    first = await guarded(kit.build_upstream(upstream), policy(STRIP), clock=clock)
+    second = await guarded(kit.build_upstream(upstream), policy(STRIP), clock=clock)
+    await make_risky(first, "risky")
+    # The second replica's first decision reads the shared risk in the background...
+    assert (await send(second, "risky", PROBE)).status_code == 200
+    assert second.guard.guard.risk.risk("account", "risky", clock()) == 1.0
+    assert second.guard.guard.risk.risk("account", "calm", clock()) == 0.0
+    # ...and its next ones act on it; an account nobody caught is left alone.
+    assert (await send(second, "risky", PROBE)).status_code == 200
+    assert (await send(second, "calm", PROBE)).status_code == 200
+    *_, seen_alone, stripped, calm = forwarded(upstream)
+    assert seen_alone == PROBE
+    assert stripped == {
+        k: v for k, v in PROBE.items() if k not in ("logprobs", "top_logprobs", "logit_bias")
+    }
+    assert calm == PROBE
+
+
+async def test_risk_is_not_shared_on_memory_storage(guarded: Any, kit: SimpleNamespace) -> None:
+    """One process: nothing to share with, no background reads (and replay stays exact)."""
+    g = await guarded(kit.build_upstream(kit.Upstream()), policy(STRIP), clock=kit.Clock())
+    assert (g.guard.guard.sharing is None) == (not g.guard.storage.primary.shared)
 
 
 async def test_delay_holds_without_blocking_and_bounds_the_held(

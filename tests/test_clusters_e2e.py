@@ -8,7 +8,6 @@ so every outcome is deterministic.
 from __future__ import annotations
 
 import asyncio
-import os
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hydraguard.middleware import HydraGuard
+from shared_redis import REDIS_URL
 
 TOKEN = "s3cret"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -423,12 +423,7 @@ async def test_linking_follows_the_storage_policy_when_redis_is_down(
 @pytest.mark.redis
 @pytest.mark.parametrize(
     "storage_uri",
-    [
-        os.environ.get(
-            "HYDRAGUARD_TEST_REDIS",
-            f"redis://127.0.0.1:{os.environ.get('HYDRAGUARD_TEST_REDIS_PORT', '6379')}/15",
-        )
-    ],
+    [REDIS_URL],
     ids=["redis"],
 )
 async def test_replicas_on_one_redis_agree_on_clusters_and_share_their_quota(

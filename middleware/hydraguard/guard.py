@@ -22,6 +22,7 @@ from .assess.effects import NONE as NO_EFFECTS
 from .assess.effects import Effects, effects_of
 from .assess.learning import Learning
 from .assess.risk import RiskEngine
+from .assess.sharing import RiskSharing
 from .cluster.linker import Linker
 from .identify import Identifier, Identity, decode_headers
 from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive
@@ -57,6 +58,13 @@ class Guard:
         self.linker = linker
         self.risk = risk
         self.learning = Learning(policy, linker, risk)
+        # Several replicas on shared storage: each one's risk scores reach the others.
+        self.sharing: RiskSharing | None = None
+        if risk is not None and storage.primary.shared:
+            self.sharing = RiskSharing(
+                risk, storage.primary, metrics.storage_errors.labels("risk").inc
+            )
+            self.learning.sharing = self.sharing
         growth = policy.cluster_growth
         self._growth = (growth.per_member, growth.max_factor)
         self.max_held = policy.anomaly.max_delayed
@@ -190,6 +198,8 @@ class Guard:
         risk = 0.0
         if self.risk is not None:
             # A lone account's cluster is the account itself: one subject, not two.
+            if self.sharing is not None:
+                self.sharing.refresh(identity.account, cluster if size > 1 else None, now)
             assessment = self.risk.assess(identity.account, cluster if size > 1 else None, now)
             risk = assessment.risk
             effects = effects_of(assessment)

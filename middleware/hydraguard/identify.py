@@ -20,7 +20,9 @@ class Identity:
     tier: str
     client_ip: str | None
     headers: dict[str, str]  # lower-case names; context headers only when trusted
-    state: Mapping[str, Any] = field(default_factory=dict)  # scope["state"]: what an auth layer in-process set
+    state: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # scope["state"]: what an auth layer in-process set
 
 
 def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

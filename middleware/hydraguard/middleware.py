@@ -160,6 +160,8 @@ class HydraGuard:
         self.guard.learning.flush()
         if self.guard.linker is not None:
             await self.guard.linker.drain()
+        if self.guard.sharing is not None:
+            await self.guard.sharing.drain()
         await self.storage.primary.drain()
 
     async def aclose(self) -> None:

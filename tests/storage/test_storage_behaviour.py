@@ -203,3 +203,20 @@ async def test_clear_removes_counters_and_leases_under_a_prefix(make_storage: Ma
     await storage.acquire([gone, lease_check("clear:c", 5), kept], T0 + 1, "l", 30)
     assert await storage.clear("hgtest:clear:") >= 2
     assert await storage.usage([gone, lease_check("clear:c", 5), kept], T0 + 1) == [0.0, 0.0, 1.0]
+
+
+async def test_shared_values_are_stored_replaced_expired_and_cleared(
+    make_storage: MakeStorage,
+) -> None:
+    storage = make_storage()
+    await storage.put_values([("hgtest:{a:v}:risk", b"one", 30), ("hgtest:{a:w}:risk", b"w", 0.05)])
+    await storage.put_values([("hgtest:{a:v}:risk", b"two", 30)])
+    assert await storage.get_values(["hgtest:{a:v}:risk", "hgtest:{a:w}:risk", "hgtest:none"]) == [
+        b"two",
+        b"w",
+        None,
+    ]
+    await asyncio.sleep(0.15)  # the short-lived value expires on its own
+    assert await storage.get_values(["hgtest:{a:w}:risk"]) == [None]
+    assert await storage.clear("hgtest:{a:v}") >= 0
+    assert await storage.get_values(["hgtest:{a:v}:risk"]) == [None]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..inspect.facts import RequestFacts
     from ..policy.compiled import CompiledPolicy
     from .risk import RiskEngine
+    from .sharing import RiskSharing
 
 _BATCH = 256  # lessons handled per loop turn, so a backlog never starves requests
 _SIGNALS = 1 << 13  # template signals remembered (cleared when full)
@@ -43,6 +44,7 @@ class Learning:
         self._signals: dict[int, dict[str, tuple[str, ...]]] = {}
         self._queue: list[tuple[Any, ...]] = []
         self._scheduled = False
+        self.sharing: RiskSharing | None = None  # set by the Guard on shared storage
 
     def learn(
         self,
@@ -135,3 +137,5 @@ class Learning:
                     tier,
                 )
             )
+            if self.sharing is not None:
+                self.sharing.learned(account, cluster)

@@ -201,6 +201,25 @@ class RiskEngine:
         ranked = sorted((p, name) for name, p in parts.items() if p > 0.0)
         return tuple(name for _, name in reversed(ranked[-3:]))
 
+    def absorb(
+        self,
+        scope: Scope,
+        key: str,
+        risk: float,
+        ts: float,
+        contributions: tuple[float, ...],
+        now: float,
+    ) -> None:
+        """Another replica's risk for one subject (``RiskSharing``): kept when it is the
+        higher one at ``now``; the subject's detector states stay this process's own."""
+        theirs = risk if now <= ts else risk * 0.5 ** ((now - ts) / self.half_life)
+        subject = self._subject(scope, key)
+        if theirs <= self._decayed(subject, now):
+            return
+        subject.risk, subject.ts = risk, ts
+        if len(contributions) == len(self.names):
+            subject.contributions = contributions
+
     # -- admin and persistence ----------------------------------------------
 
     def unblock(self, scope: Scope, key: str) -> bool:

@@ -109,6 +109,15 @@ class Storage(ABC):
         (clusters merging: their usage adds up, it never resets)."""
         raise NotImplementedError
 
+    @abstractmethod
+    async def put_values(self, entries: Sequence[tuple[str, bytes, float]]) -> None:
+        """Store small opaque values, (key, value, seconds to live) each: state that other
+        components share between replicas (risk scores); a value replaces the previous one."""
+
+    @abstractmethod
+    async def get_values(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The live values of ``keys`` (None when missing or expired)."""
+
     async def drain(self) -> None:  # noqa: B027 - optional: only backends with background work
         """Wait until background settlements have been applied."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from .base import Charge, Check, Lease, Storage, Verdict, retry_after, window_usage
@@ -22,6 +23,7 @@ class MemoryStorage(Storage):
         self._windows: dict[str, Entry] = {}
         self._leases: dict[str, dict[str, float]] = {}  # key -> lease id -> expiry
         self._flags: dict[str, float] = {}  # block flag key -> expiry
+        self._values: dict[str, tuple[bytes, float]] = {}  # key -> (value, monotonic expiry)
         self._ops = 0
 
     async def acquire(
@@ -163,7 +165,25 @@ class MemoryStorage(Storage):
         until = self._flags.get(key)
         return until - now if until is not None and until > now else None
 
+    async def put_values(self, entries: Sequence[tuple[str, bytes, float]]) -> None:
+        expires = time.monotonic()
+        for key, value, seconds in entries:
+            self._values[key] = (value, expires + seconds)
+
+    async def get_values(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        out: list[bytes | None] = []
+        for key in keys:
+            found = self._values.get(key)
+            if found is not None and found[1] <= now:
+                del self._values[key]
+                found = None
+            out.append(found[0] if found is not None else None)
+        return out
+
     async def clear(self, prefix: str) -> int:
+        for key in [k for k in self._values if k.startswith(prefix)]:
+            del self._values[key]
         doomed = [k for k in self._windows if k.startswith(prefix)]
         doomed_leases = [k for k in self._leases if k.startswith(prefix)]
         for key in [k for k in self._flags if k.startswith(prefix)]:

@@ -300,6 +300,22 @@ class RedisStorage(Storage):
         left = float(expiry) - now if expiry is not None else 0.0
         return left if left > 0 else None
 
+    async def put_values(self, entries: Sequence[tuple[str, bytes, float]]) -> None:
+        # One pipeline (not a transaction: on Redis Cluster the keys span slots).
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, value, seconds in entries:
+                pipe.set(key, value, px=max(1, int(seconds * 1000)))
+            await pipe.execute()
+
+    async def get_values(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        if self.cluster:
+            values = await self.client.mget_nonatomic(list(keys))
+        else:
+            values = await self.client.mget(list(keys))
+        return [v.encode() if isinstance(v, str) else v for v in values]
+
     async def clear(self, prefix: str) -> int:
         removed = 0
         async for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500):

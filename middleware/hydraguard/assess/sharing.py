@@ -1,0 +1,135 @@
+"""Risk shared between replicas.
+
+Each process scores the requests it sees. On shared storage (Redis) it also publishes an
+account's or cluster's risk once it matters (at or above half the lowest rule threshold)
+and reads back what the other replicas published, keeping whichever is higher at the
+time; so a campaign spread over several gateway processes is throttled, capped and
+stripped alike on all of them (blocks are shared already, as storage flags).
+
+Both directions stay off the request path: publishing is batched in the background after
+learning; reading is a background refresh per subject, at most every ``REFRESH`` seconds,
+whose result the next decision uses (a refresh behind, never a round trip of its own).
+A replica that misses a refresh still decides on its own evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..admit.plan import account_prefix, cluster_prefix
+from ..storage.base import Storage
+from .detectors import Scope
+from .risk import RiskEngine
+
+log = logging.getLogger("hydraguard")
+
+REFRESH = 5.0  # seconds between two reads of one subject's shared risk
+STEP = 0.02  # publish again once the risk has moved this much
+_KEPT = 100_000  # subjects remembered per table; cleared whole when full
+_SUFFIX = ":risk"  # next to the subject's counters: same Redis Cluster slot, same reset
+
+
+class RiskSharing:
+    def __init__(
+        self, risk: RiskEngine, storage: Storage, on_error: Callable[[], None] = lambda: None
+    ) -> None:
+        self.risk = risk
+        self.storage = storage
+        self.on_error = on_error
+        self.floor = max(risk.floor, 0.0) / 2
+        # Long enough for any shared risk to decay to a sixteenth: below every rule by then.
+        self.ttl = max(60.0, 4 * risk.half_life)
+        self._read: dict[str, float] = {}  # key -> when it was last read
+        self._published: dict[str, float] = {}  # key -> the risk last published
+        self._outbox: dict[str, bytes] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def key(scope: Scope, subject: str) -> str:
+        prefix = account_prefix(subject) if scope == "account" else cluster_prefix(subject)
+        return prefix + _SUFFIX
+
+    # -- publish (after learning) ---------------------------------------------
+
+    def learned(self, account: str, cluster: str | None) -> None:
+        """After ``RiskEngine.observe``: queue the subjects whose risk is worth sharing."""
+        self._offer("account", account)
+        if cluster is not None:
+            self._offer("cluster", cluster)
+
+    def _offer(self, scope: Scope, name: str) -> None:
+        subject = self.risk.subjects[scope].get(name)
+        if subject is None or subject.risk < self.floor:
+            return
+        key = self.key(scope, name)
+        last = self._published.get(key)
+        if last is not None and abs(last - subject.risk) < STEP:
+            return
+        if len(self._published) >= _KEPT:
+            self._published.clear()
+        self._published[key] = subject.risk
+        self._outbox[key] = orjson.dumps(
+            {"risk": subject.risk, "ts": subject.ts, "parts": subject.contributions}
+        )
+        if len(self._outbox) == 1:
+            self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the rest of this loop turn's lessons join the batch
+        outbox, self._outbox = self._outbox, {}
+        await self.storage.put_values([(k, v, self.ttl) for k, v in outbox.items()])
+
+    # -- read (before a decision) ---------------------------------------------
+
+    def refresh(self, account: str, cluster: str | None, now: float) -> None:
+        """Read the subjects' shared risk in the background if not read for ``REFRESH`` s."""
+        wanted: list[tuple[Scope, str, str]] = []
+        for scope, name in (("account", account), ("cluster", cluster)):
+            if name is None:
+                continue
+            key = self.key(scope, name)  # type: ignore[arg-type]
+            last = self._read.get(key)
+            if last is None or now - last >= REFRESH or now < last:
+                if len(self._read) >= _KEPT:
+                    self._read.clear()
+                self._read[key] = now
+                wanted.append((scope, name, key))  # type: ignore[arg-type]
+        if wanted:
+            self._spawn(self._fetch(wanted, now))
+
+    async def _fetch(self, wanted: list[tuple[Scope, str, str]], now: float) -> None:
+        values = await self.storage.get_values([key for _, _, key in wanted])
+        for (scope, name, _), raw in zip(wanted, values, strict=True):
+            if raw is None:
+                continue
+            try:
+                data: Any = orjson.loads(raw)
+                risk, ts = float(data["risk"]), float(data["ts"])
+                parts = tuple(float(p) for p in data.get("parts", ()))
+            except (ValueError, KeyError, TypeError):
+                log.warning("hydraguard: ignoring a malformed shared risk for one %s", scope)
+                continue
+            self.risk.absorb(scope, name, risk, ts, parts, now)
+
+    # -- background -------------------------------------------------------------
+
+    def _spawn(self, work: Any) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:  # sharing is best effort: each replica still decides
+                self.on_error()
+                log.warning("hydraguard: sharing risk failed: %r", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
