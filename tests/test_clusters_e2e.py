@@ -377,6 +377,27 @@ async def test_accounts_sending_one_template_link_after_learning(
     assert signals == {"subnet", "template"}
 
 
+async def test_a_template_links_once_an_account_repeats_it(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    """A one-off prompt is no template: it stays out of the linking index (which would
+    otherwise grow with every distinct prompt served); the second use makes it evidence."""
+    g = await guarded(
+        kit.build_upstream(kit.Upstream()), policy(signals=TEMPLATE_SIGNALS), clock=kit.Clock()
+    )
+    prompts = [TEMPLATE.format(a=3, b=4, c=5), TEMPLATE.format(a=6, b=7, c=8)]
+    for account, ip in (("rep-p", "203.0.113.40"), ("rep-q", "203.0.113.50")):
+        response = await chat(g, account, prompts[0], headers={"x-forwarded-for": ip})
+        assert response.status_code == 200
+    # Same subnet (0.5) and one shared prompt each: not linked, the prompt was a one-off.
+    assert await cluster_of(g, "rep-p") != await cluster_of(g, "rep-q")
+    for account, ip in (("rep-p", "203.0.113.40"), ("rep-q", "203.0.113.50")):
+        response = await chat(g, account, prompts[1], headers={"x-forwarded-for": ip})
+        assert response.status_code == 200
+    # The template came back in each account's traffic: template (0.6) + subnet (0.5) link.
+    assert await cluster_of(g, "rep-p") == await cluster_of(g, "rep-q")
+
+
 async def test_cluster_gauges_are_exported_without_ids(guarded: Any, kit: SimpleNamespace) -> None:
     g = await guarded(kit.build_upstream(kit.Upstream()), policy(), clock=kit.Clock())
     for i in range(3):

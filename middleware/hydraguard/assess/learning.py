@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from .sharing import RiskSharing
 
 _BATCH = 256  # lessons handled per loop turn, so a backlog never starves requests
-_SIGNALS = 1 << 13  # template signals remembered (cleared when full)
+_SIGNALS = 1 << 13  # templates' band keys remembered (cleared when full)
+_RECENT_TEMPLATES = 8  # an account's latest prompts a template must recur among to link
+_ACCOUNTS = 200_000  # accounts whose latest templates are remembered (cleared when full)
 
 
 class Learning:
@@ -40,8 +42,9 @@ class Learning:
                     self.bands = spec.template.bands
         self.active = risk is not None or self.bands > 0
         self.ceilings = {name: tier.max_output_tokens for name, tier in policy.tiers.items()}
-        # template fingerprint -> its linking signals: a template resent costs a lookup
-        self._signals: dict[int, dict[str, tuple[str, ...]]] = {}
+        # template fingerprint -> its LSH band keys: a template resent costs a lookup
+        self._bands: dict[int, tuple[str, ...]] = {}
+        self._recent: dict[str, tuple[str, ...]] = {}  # account -> its latest prompts' band keys
         self._queue: list[tuple[Any, ...]] = []
         self._scheduled = False
         self.sharing: RiskSharing | None = None  # set by the Guard on shared storage
@@ -94,6 +97,26 @@ class Learning:
             for lesson in batch:
                 self._learn(*lesson)
 
+    def _recurring(self, account: str, template: int) -> dict[str, tuple[str, ...]]:
+        """The template's linking signals, once the account sends it (or, with several
+        bands, a near-duplicate) a second time among its last ``_RECENT_TEMPLATES`` prompts.
+
+        Templated traffic repeats its templates by design; a one-off prompt links nobody, and
+        indexing every one of them would grow the linking index (memory or Redis) with every
+        distinct prompt served, forever.
+        """
+        keys = self._bands.get(template)
+        if keys is None:
+            if len(self._bands) >= _SIGNALS:
+                self._bands.clear()
+            keys = self._bands[template] = tuple(band_keys(template, self.bands))
+        recent = self._recent.get(account, ())
+        again = tuple(key for key in keys if key in recent)
+        if len(self._recent) >= _ACCOUNTS and account not in self._recent:
+            self._recent.clear()
+        self._recent[account] = (recent + keys)[-_RECENT_TEMPLATES * len(keys) :]
+        return self.linker.extractor.template(again) if again else {}  # type: ignore[union-attr]
+
     def _learn(
         self,
         account: str,
@@ -107,14 +130,10 @@ class Learning:
     ) -> None:
         prompt = facts.prompt
         template = fingerprint(prompt)
-        if self.bands and self.linker is not None:
-            signals = self._signals.get(template)
-            if signals is None:
-                if len(self._signals) >= _SIGNALS:
-                    self._signals.clear()
-                signals = self.linker.extractor.template(band_keys(template, self.bands))
-                self._signals[template] = signals
-            self.linker.learn(account, signals, ts)
+        if self.bands and self.linker is not None and template:
+            signals = self._recurring(account, template)
+            if signals:
+                self.linker.learn(account, signals, ts)
         if self.risk is not None:
             # Positional: keyword arguments cost a third of building the event.
             self.risk.observe(
