@@ -6,9 +6,10 @@ and reads back what the other replicas published, keeping whichever is higher at
 time; so a campaign spread over several gateway processes is throttled, capped and
 stripped alike on all of them (blocks are shared already, as storage flags).
 
-Both directions stay off the request path: publishing is batched in the background after
-learning; reading is a background refresh per subject, at most every ``REFRESH`` seconds,
-whose result the next decision uses (a refresh behind, never a round trip of its own).
+Both directions stay off the request path and are batched per event-loop turn: publishing
+after learning; reading, a background refresh per subject at most every ``REFRESH``
+seconds, whose result the next decision uses (a refresh behind, never a round trip of its
+own; one read for all the decisions of a loop turn).
 A replica that misses a refresh still decides on its own evidence.
 """
 
@@ -47,6 +48,8 @@ class RiskSharing:
         self._read: dict[str, float] = {}  # key -> when it was last read
         self._published: dict[str, float] = {}  # key -> the risk last published
         self._outbox: dict[str, bytes] = {}
+        self._wanted: list[tuple[Scope, str, str]] = []  # to read in the next batch
+        self._wanted_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -100,9 +103,15 @@ class RiskSharing:
                 self._read[key] = now
                 wanted.append((scope, name, key))  # type: ignore[arg-type]
         if wanted:
-            self._spawn(self._fetch(wanted, now))
+            if not self._wanted:
+                self._spawn(self._fetch())
+            self._wanted.extend(wanted)
+            self._wanted_at = now
 
-    async def _fetch(self, wanted: list[tuple[Scope, str, str]], now: float) -> None:
+    async def _fetch(self) -> None:
+        await asyncio.sleep(0)  # one read for every decision of this loop turn
+        wanted, self._wanted = self._wanted, []
+        now = self._wanted_at
         values = await self.storage.get_values([key for _, _, key in wanted])
         for (scope, name, _), raw in zip(wanted, values, strict=True):
             if raw is None:
