@@ -199,6 +199,16 @@ async def test_replicas_on_one_redis_share_risk(
         k: v for k, v in PROBE.items() if k not in ("logprobs", "top_logprobs", "logit_bias")
     }
     assert calm == PROBE
+    # A subject found without a shared risk is read again later, not on every decision:
+    # "late" was read (nothing shared yet) before the first replica caught it.
+    assert (await send(second, "late", PLAIN)).status_code == 200
+    await make_risky(first, "late")
+    clock.now += 10
+    await send(second, "late", PLAIN)
+    assert second.guard.guard.risk.risk("account", "late", clock()) == 0.0
+    clock.now += 25  # past the 30 s re-read of a subject that had nothing shared
+    await send(second, "late", PLAIN)
+    assert second.guard.guard.risk.risk("account", "late", clock()) > 0.5
 
 
 async def test_risk_is_not_shared_on_memory_storage(guarded: Any, kit: SimpleNamespace) -> None:

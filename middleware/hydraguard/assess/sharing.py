@@ -9,7 +9,8 @@ stripped alike on all of them (blocks are shared already, as storage flags).
 Both directions stay off the request path and are batched per event-loop turn: publishing
 after learning; reading, a background refresh per subject at most every ``REFRESH``
 seconds, whose result the next decision uses (a refresh behind, never a round trip of its
-own; one read for all the decisions of a loop turn).
+own; one read for all the decisions of a loop turn; a subject found without a shared risk
+is read again after ``REFRESH_NONE`` seconds).
 A replica that misses a refresh still decides on its own evidence.
 """
 
@@ -30,6 +31,7 @@ from .risk import RiskEngine
 log = logging.getLogger("hydraguard")
 
 REFRESH = 5.0  # seconds between two reads of one subject's shared risk
+REFRESH_NONE = 30.0  # ... when the last read found none (most subjects: never published)
 STEP = 0.02  # publish again once the risk has moved this much
 _KEPT = 100_000  # subjects remembered per table; cleared whole when full
 _SUFFIX = ":risk"  # next to the subject's counters: same Redis Cluster slot, same reset
@@ -45,7 +47,7 @@ class RiskSharing:
         self.floor = max(risk.floor, 0.0) / 2
         # Long enough for any shared risk to decay to a sixteenth: below every rule by then.
         self.ttl = max(60.0, 4 * risk.half_life)
-        self._read: dict[str, float] = {}  # key -> when it was last read
+        self._read: dict[str, float] = {}  # key -> when to read it again
         self._published: dict[str, float] = {}  # key -> the risk last published
         self._outbox: dict[str, bytes] = {}
         self._wanted: list[tuple[Scope, str, str]] = []  # to read in the next batch
@@ -96,11 +98,11 @@ class RiskSharing:
             if name is None:
                 continue
             key = self.key(scope, name)  # type: ignore[arg-type]
-            last = self._read.get(key)
-            if last is None or now - last >= REFRESH or now < last:
+            due = self._read.get(key)
+            if due is None or now >= due or due - now > REFRESH_NONE:  # last: clock went back
                 if len(self._read) >= _KEPT:
                     self._read.clear()
-                self._read[key] = now
+                self._read[key] = now + REFRESH
                 wanted.append((scope, name, key))  # type: ignore[arg-type]
         if wanted:
             if not self._wanted:
@@ -113,8 +115,9 @@ class RiskSharing:
         wanted, self._wanted = self._wanted, []
         now = self._wanted_at
         values = await self.storage.get_values([key for _, _, key in wanted])
-        for (scope, name, _), raw in zip(wanted, values, strict=True):
+        for (scope, name, key), raw in zip(wanted, values, strict=True):
             if raw is None:
+                self._read[key] = now + REFRESH_NONE
                 continue
             try:
                 data: Any = orjson.loads(raw)
