@@ -20,6 +20,7 @@ import redis
 import yaml
 from prometheus_client import CollectorRegistry
 
+from hydraguard.middleware import HydraGuard
 from shared_redis import REDIS_URL
 
 OTHER_DETECTORS = (
@@ -496,3 +497,38 @@ async def test_a_scripted_extraction_is_throttled_then_blocked_while_a_user_is_s
     assert len(blocked) > 100 and set(blocked) == {(429, "risk")}
     assert len(user_statuses) >= 8
     assert user_statuses == [200] * len(user_statuses)
+
+
+async def test_sharing_with_redis_down_never_fails_a_request(kit: SimpleNamespace) -> None:
+    """Risk sharing is best effort: with Redis unreachable, requests follow on_error (open),
+    the failures are counted, and once the breaker is open sharing stops asking."""
+    doc = yaml.safe_load(policy(STRIP))
+    doc["storage"] = {"on_error": "open", "timeout": 0.2, "breaker_failures": 2}
+    registry = CollectorRegistry()
+    guard = HydraGuard(
+        kit.build_upstream(kit.Upstream()),
+        policy=kit.compile_yaml(yaml.safe_dump(doc)),
+        storage="redis://127.0.0.1:1/0",  # nothing listens on port 1: connections are refused
+        registry=registry,
+        clock=kit.Clock(),
+    )
+    transport = httpx.ASGITransport(app=guard, raise_app_exceptions=False)
+    g = SimpleNamespace(
+        guard=guard, client=httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    )
+    try:
+        statuses = [(await send(g, f"down-{i % 3}", PROBE)).status_code for i in range(12)]
+        assert statuses == [200] * 12
+        assert guard.storage.breaker.opened_at is not None
+        errors = registry.get_sample_value("hydraguard_storage_errors_total", {"operation": "risk"})
+        assert errors is not None and errors >= 1
+        later = [(await send(g, f"down-{i}", PROBE)).status_code for i in range(3, 9)]
+        assert later == [200] * 6
+        # The breaker is open: the new accounts' reads were not even tried.
+        assert (
+            registry.get_sample_value("hydraguard_storage_errors_total", {"operation": "risk"})
+            == errors
+        )
+    finally:
+        await g.client.aclose()
+        await guard.aclose()

@@ -62,7 +62,10 @@ class Guard:
         self.sharing: RiskSharing | None = None
         if risk is not None and storage.primary.shared:
             self.sharing = RiskSharing(
-                risk, storage.primary, metrics.storage_errors.labels("risk").inc
+                risk,
+                storage.primary,
+                metrics.storage_errors.labels("risk").inc,
+                lambda: storage.breaker.opened_at is None,
             )
             self.learning.sharing = self.sharing
         growth = policy.cluster_growth

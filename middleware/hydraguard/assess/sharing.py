@@ -39,11 +39,16 @@ _SUFFIX = ":risk"  # next to the subject's counters: same Redis Cluster slot, sa
 
 class RiskSharing:
     def __init__(
-        self, risk: RiskEngine, storage: Storage, on_error: Callable[[], None] = lambda: None
+        self,
+        risk: RiskEngine,
+        storage: Storage,
+        on_error: Callable[[], None] = lambda: None,
+        available: Callable[[], bool] = lambda: True,
     ) -> None:
         self.risk = risk
         self.storage = storage
         self.on_error = on_error
+        self.available = available  # False while the storage's circuit breaker is open
         self.floor = max(risk.floor, 0.0) / 2
         # Long enough for any shared risk to decay to a sixteenth: below every rule by then.
         self.ttl = max(60.0, 4 * risk.half_life)
@@ -133,10 +138,19 @@ class RiskSharing:
     def _spawn(self, work: Any) -> None:
         async def run() -> None:
             try:
-                await work
+                if self.available():  # a dead Redis is not asked again and again
+                    await work
+                    return
             except Exception as exc:  # sharing is best effort: each replica still decides
                 self.on_error()
-                log.warning("hydraguard: sharing risk failed: %r", exc)
+                # The breaker reports the outage itself; one line per failed batch is noise.
+                log.debug("hydraguard: sharing risk failed: %r", exc)
+            else:
+                work.close()  # never started: the breaker is open
+            # Not done: what was queued is dropped, and published again once it changes.
+            self._outbox.clear()
+            self._wanted.clear()
+            self._published.clear()
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
