@@ -212,10 +212,17 @@ async def test_replicas_on_one_redis_share_risk(
     assert second.guard.guard.risk.risk("account", "late", clock()) > 0.5
 
 
-async def test_risk_is_not_shared_on_memory_storage(guarded: Any, kit: SimpleNamespace) -> None:
-    """One process: nothing to share with, no background reads (and replay stays exact)."""
+async def test_risk_is_shared_on_shared_storage_unless_turned_off(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    """One process (memory): nothing to share with, no background reads (and replay stays
+    exact); on Redis sharing is on unless the policy says ``share_risk: false``."""
     g = await guarded(kit.build_upstream(kit.Upstream()), policy(STRIP), clock=kit.Clock())
     assert (g.guard.guard.sharing is None) == (not g.guard.storage.primary.shared)
+    off = yaml.safe_load(policy(STRIP))
+    off["anomaly"]["share_risk"] = False
+    g = await guarded(kit.build_upstream(kit.Upstream()), yaml.safe_dump(off), clock=kit.Clock())
+    assert g.guard.guard.sharing is None
 
 
 async def test_delay_holds_without_blocking_and_bounds_the_held(

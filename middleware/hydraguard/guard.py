@@ -60,7 +60,7 @@ class Guard:
         self.learning = Learning(policy, linker, risk)
         # Several replicas on shared storage: each one's risk scores reach the others.
         self.sharing: RiskSharing | None = None
-        if risk is not None and storage.primary.shared:
+        if risk is not None and policy.anomaly.share_risk and storage.primary.shared:
             self.sharing = RiskSharing(
                 risk,
                 storage.primary,

@@ -212,6 +212,8 @@ class AnomalyConfig(_Model):
     lexicon_extra: tuple[str, ...] = ()
     # At most this many requests held by delay actions at once (per process); more are refused.
     max_delayed: Annotated[int, Field(ge=1)] = 1000
+    # On shared storage (Redis), publish risks and read the other replicas' (assess/sharing.py).
+    share_risk: bool = True
     detectors: Detectors = Detectors()
     risk: Risk = Risk()
     rules: tuple[Rule, ...] = DEFAULT_RULES
