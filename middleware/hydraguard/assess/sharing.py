@@ -98,17 +98,18 @@ class RiskSharing:
 
     def refresh(self, account: str, cluster: str | None, now: float) -> None:
         """Read the subjects' shared risk in the background if not read for ``REFRESH`` s."""
+        subjects: list[tuple[Scope, str]] = [("account", account)]
+        if cluster is not None:
+            subjects.append(("cluster", cluster))
         wanted: list[tuple[Scope, str, str]] = []
-        for scope, name in (("account", account), ("cluster", cluster)):
-            if name is None:
-                continue
-            key = self.key(scope, name)  # type: ignore[arg-type]
+        for scope, name in subjects:
+            key = self.key(scope, name)
             due = self._read.get(key)
             if due is None or now >= due or due - now > REFRESH_NONE:  # last: clock went back
                 if len(self._read) >= _KEPT:
                     self._read.clear()
                 self._read[key] = now + REFRESH
-                wanted.append((scope, name, key))  # type: ignore[arg-type]
+                wanted.append((scope, name, key))
         if wanted:
             if not self._wanted:
                 self._spawn(self._fetch())
