@@ -3,7 +3,11 @@ each of N fresh accounts, then INFO memory's used_memory delta / N.
 
     python benchmarks/bench_redis_memory.py [--accounts 2000] [--url redis://127.0.0.1:6379/11]
 
-The database named by --url is flushed before and after.
+Counters expire on their own (at most 2 days after an account's last request). The
+linking index does not: a second figure is its memory per account after each of N
+accounts was linked with the default policy's signals (its own card and device, a JA4
+shared by many, a /24 shared by a few, no template). The database named by --url is
+flushed before and after each measurement.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import redis
 
 from hydraguard import load_policy
 from hydraguard.admit.plan import Planner
+from hydraguard.cluster.redis_index import RedisClusterIndex
 from hydraguard.storage.base import Lease
 from hydraguard.storage.redis import RedisStorage
 
@@ -41,6 +46,29 @@ async def measure(url: str, accounts: int) -> tuple[int, float]:
     return keys, used / accounts
 
 
+async def measure_linking(url: str, accounts: int) -> float:
+    """used_memory delta / N after N accounts went through the Redis linking index."""
+    sync = redis.Redis.from_url(url)
+    sync.flushdb()
+    before = sync.info("memory")["used_memory"]
+    storage = RedisStorage(url)
+    index = RedisClusterIndex(storage.client, load_policy().clustering)
+    now = time.time()
+    for i in range(accounts):
+        signals = {
+            "payment": (f"card-{i:08x}",),
+            "device": (f"device-{i:08x}",),
+            "ja4": (f"t13d1516h2_8daaf6152771_{i % 40:012x}",),
+            "subnet": (f"198.51.{i // 40 % 256}.0/24",),
+        }
+        await index.observe_sized(f"acct-{i:06d}", signals, now)
+    used = sync.info("memory")["used_memory"] - before
+    sync.flushdb()
+    sync.close()
+    await storage.aclose()
+    return used / accounts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--accounts", type=int, default=2000)
@@ -50,6 +78,8 @@ def main() -> None:
     print(
         f"{args.accounts} accounts: {keys} keys, {per_account:.0f} bytes of Redis memory per account"
     )
+    linking = asyncio.run(measure_linking(args.url, args.accounts))
+    print(f"linking index: {linking:.0f} bytes of Redis memory per account (no expiry)")
 
 
 if __name__ == "__main__":
