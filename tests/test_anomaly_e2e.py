@@ -378,6 +378,12 @@ clusters:
   requests: "6000/minute"
 anomaly:
   risk: {half_life: 30m, cluster_influence: 1.0, rescore_every: 1}
+  detectors:  # gentler than the shipped ones, so the script is throttled well before the block
+    reasoning_elicitation: {weight: 0.3, min_events: 20}
+    output_appetite: {weight: 0.3, min_events: 20}
+    extraction_params: {low: 0.15, high: 0.5}
+    template_repetition: {weight: 0.3}
+    timing_regularity: {weight: 0.25}
   rules:
     - {name: throttle-extraction, when: {risk_gte: 0.3}, action: throttle, factor: 0.5}
     - {name: block-extraction, when: {risk_gte: 0.6}, action: block, seconds: 900}

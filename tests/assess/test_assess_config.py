@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from hydraguard import load_policy
 from hydraguard.assess.config import AnomalyConfig, parse_duration
 
 
@@ -15,12 +16,23 @@ def test_defaults_are_valid_and_complete() -> None:
     assert config.risk.combination == "noisy_or"
     assert [r.name for r in config.rules] == [
         "flag-suspicious",
-        "throttle-risky",
         "strip-probing",
         "cap-output",
+        "throttle-risky",
         "block-extraction",
+        "block-cluster",
     ]
     assert AnomalyConfig.model_validate(config.model_dump()) == config
+
+
+def test_defaults_are_the_shipped_policys_tuned_values() -> None:
+    """A policy that says only ``anomaly: {enabled: true}`` gets what the default policy
+    was tuned to (benchmarks and the efficacy table), not older, untuned numbers."""
+    shipped = load_policy().anomaly
+    defaults = AnomalyConfig()
+    assert defaults.detectors == shipped.detectors
+    assert defaults.rules == shipped.rules
+    assert defaults.risk == shipped.risk
 
 
 @pytest.mark.parametrize(

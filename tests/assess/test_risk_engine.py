@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import pytest
 from assess_traffic import START, chat_user, hydra, nat_team, nightly_eval, prober
 
-from hydraguard.assess.config import AnomalyConfig
+from hydraguard.assess.config import DEFAULT_RULES, AnomalyConfig
 from hydraguard.assess.events import RequestEvent
 from hydraguard.assess.risk import Assessment, RiskEngine
 
@@ -23,13 +23,18 @@ def replay(engine: RiskEngine, events: Iterable[RequestEvent]) -> list[Assessmen
     return out
 
 
+# The default rules without the blocks, which would otherwise decide first: these tests are
+# about the degrading actions.
+NO_BLOCKS = tuple(rule for rule in DEFAULT_RULES if rule.action != "block")
+
+
 @functools.cache
 def campaign() -> tuple[RequestEvent, ...]:
     return tuple(hydra(5))
 
 
 def test_a_hydra_campaign_is_throttled_and_capped() -> None:
-    engine = RiskEngine(AnomalyConfig())
+    engine = RiskEngine(AnomalyConfig(rules=NO_BLOCKS))
     last = replay(engine, campaign())[-1]
     assert last.cluster_risk >= 0.7
     kinds = {action.kind for action in last.actions}
@@ -85,7 +90,8 @@ def set_risk(engine: RiskEngine, scope: str, key: str, risk: float, ts: float) -
 
 def steady_engine(**risk: object) -> RiskEngine:
     """Risk that does not decay within a test, so the test sets it exactly."""
-    return RiskEngine(AnomalyConfig.model_validate({"risk": {"half_life": 1e9, **risk}}))
+    config = AnomalyConfig.model_validate({"risk": {"half_life": 1e9, **risk}})
+    return RiskEngine(config.model_copy(update={"rules": NO_BLOCKS}))
 
 
 @pytest.mark.parametrize(
@@ -155,7 +161,8 @@ def test_weighted_mean_combination() -> None:
         name: {"enabled": name == "reasoning_elicitation"}
         for name in AnomalyConfig().detectors.model_dump()
     }
-    for combination, expected in (("weighted_mean", 1.0), ("noisy_or", 0.3)):
+    weight = AnomalyConfig().detectors.reasoning_elicitation.weight
+    for combination, expected in (("weighted_mean", 1.0), ("noisy_or", weight)):
         config = AnomalyConfig.model_validate(
             {"detectors": only_reasoning, "risk": {"combination": combination, "rescore_every": 1}}
         )

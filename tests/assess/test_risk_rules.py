@@ -29,22 +29,27 @@ def throttled(assessment: Any) -> bool:
     return any(a.kind == "throttle" and not a.shadow for a in assessment.actions)
 
 
+THROTTLE_AT_055: list[dict[str, Any]] = [
+    {"name": "throttle-risky", "when": {"risk_gte": 0.55}, "action": "throttle", "factor": 0.5}
+]
+
+
 def test_hysteresis_enters_at_the_threshold_and_leaves_below_the_margin() -> None:
-    engine = engine_with()  # default rules: throttle at 0.55
+    engine = engine_with(THROTTLE_AT_055)
     risks = [0.54, 0.56, 0.53, 0.51, 0.56, 0.52, 0.49, 0.53, 0.54, 0.55]
     expected = [False, True, True, True, True, True, False, False, False, True]
     assert [throttled(at(engine, r)) for r in risks] == expected
 
 
 def test_no_flapping_when_the_risk_wobbles_around_the_threshold() -> None:
-    engine = engine_with()
+    engine = engine_with(THROTTLE_AT_055)
     wobble = [0.55 + (0.01 if i % 2 else -0.01) for i in range(40)]
     states = [throttled(at(engine, r)) for r in wobble]
     assert states == [False] + [True] * 39
 
 
 def test_without_hysteresis_it_would_flap() -> None:
-    engine = engine_with(risk={"half_life": 1e9, "hysteresis": 0.0})
+    engine = engine_with(THROTTLE_AT_055, risk={"half_life": 1e9, "hysteresis": 0.0})
     states = [throttled(at(engine, 0.55 + (0.01 if i % 2 else -0.01))) for i in range(6)]
     assert states == [False, True] * 3
 

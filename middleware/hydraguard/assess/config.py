@@ -42,6 +42,7 @@ class _Detector(_Model):
 
 
 class TemplateRepetition(_Detector):
+    weight: Fraction = 0.25
     window: Annotated[int, Field(ge=2, le=4096)] = 64
     max_distance: Annotated[int, Field(ge=0, le=16)] = 3  # Hamming bits for "same template"
     low: Fraction = 0.3  # share of near-duplicates scoring 0 ...
@@ -49,6 +50,8 @@ class TemplateRepetition(_Detector):
 
 
 class ReasoningElicitation(_Detector):
+    weight: Fraction = 0.55
+    min_events: Annotated[int, Field(ge=1)] = 10
     window: Annotated[int, Field(ge=2, le=4096)] = 50
     low: Fraction = 0.25
     high: Fraction = 0.75
@@ -59,8 +62,10 @@ class ExtractionParams(_Detector):
     min_events: Annotated[int, Field(ge=1)] = 10
     window: Annotated[int, Field(ge=2, le=4096)] = 50
     small_max_tokens: Annotated[int, Field(ge=0)] = 4  # max_tokens at or below this is a probe
-    low: Fraction = 0.15  # mean probe strength scoring 0 ...
-    high: Fraction = 0.5  # ... and 1
+    # Scoring multiple choice through logprobs with max_tokens=1 is common and legitimate
+    # (probe strength 0.88); the extraction attack adds logit_bias on top (0.97 and more).
+    low: Fraction = 0.9  # mean probe strength scoring 0 ...
+    high: Fraction = 0.95  # ... and 1
     sweep_low: Annotated[int, Field(ge=1)] = (
         3  # distinct temperatures for one template scoring 0 ...
     )
@@ -68,6 +73,8 @@ class ExtractionParams(_Detector):
 
 
 class OutputAppetite(_Detector):
+    weight: Fraction = 0.5
+    min_events: Annotated[int, Field(ge=1)] = 10
     span: Annotated[int, Field(ge=2)] = 50  # EMA over about this many requests
     ratio_low: Annotated[float, Field(gt=0)] = 8.0  # output tokens per input token scoring 0 ...
     ratio_high: Annotated[float, Field(gt=0)] = 30.0  # ... and 1
@@ -89,7 +96,7 @@ class Volume(_Detector):
 
 
 class TimingRegularity(_Detector):
-    weight: Fraction = 0.25
+    weight: Fraction = 0.2
     window: Annotated[int, Field(ge=4, le=4096)] = 32
     max_gap: Duration = 3600.0  # longer pauses end a session and are not intervals
     cv_regular: Annotated[float, Field(ge=0)] = 0.15  # coefficient of variation scoring 1 ...
@@ -189,17 +196,19 @@ class Rule(_Model):
         return self
 
 
+# The shipped default policy's rules (policies/default.yaml explains them).
 DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(name="flag-suspicious", when=When(risk_gte=0.35), action="flag"),
-    Rule(name="throttle-risky", when=When(risk_gte=0.55), action="throttle", factor=0.5),
     Rule(
         name="strip-probing",
-        when=When(risk_gte=0.6),
+        when=When(risk_gte=0.58),
         action="strip",
         params=("logprobs", "top_logprobs", "logit_bias"),
     ),
-    Rule(name="cap-output", when=When(risk_gte=0.7), action="cap_max_tokens", max_tokens=1024),
-    Rule(name="block-extraction", when=When(risk_gte=0.9), action="block", seconds=900.0),
+    Rule(name="cap-output", when=When(risk_gte=0.58), action="cap_max_tokens", max_tokens=1024),
+    Rule(name="throttle-risky", when=When(risk_gte=0.58), action="throttle", factor=0.25),
+    Rule(name="block-extraction", when=When(account_risk_gte=0.6), action="block", seconds=14400.0),
+    Rule(name="block-cluster", when=When(cluster_risk_gte=0.6), action="block", seconds=14400.0),
 )
 
 
