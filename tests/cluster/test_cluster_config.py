@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from hydraguard import load_policy
 from hydraguard.cluster.config import ClusteringConfig, SignalSpec
+from hydraguard.cluster.signals import SignalExtractor
 
 
 def test_default_config_matches_the_default_policy_headers() -> None:
@@ -12,6 +14,27 @@ def test_default_config_matches_the_default_policy_headers() -> None:
     assert headers == {"x-org-id", "x-payment-fingerprint", "x-device-fingerprint", "x-ja4"}
     assert config.signals["org"].explicit
     assert config.signals["payment"].weight >= config.threshold  # links alone
+
+
+def test_defaults_are_the_shipped_policys_signals() -> None:
+    assert ClusteringConfig() == load_policy().clustering
+
+
+def test_placeholder_values_are_no_evidence_unless_a_policy_says_so() -> None:
+    """An auth layer sends "unknown" or "-" when it has no card or org: every account
+    without one would otherwise link into one cluster (org links outright)."""
+    extractor = SignalExtractor(ClusteringConfig())
+    for placeholder in ("unknown", "Unknown", " - ", "null", "0", "N/A"):
+        headers = {"x-org-id": placeholder, "x-payment-fingerprint": placeholder}
+        assert extractor.extract(headers, {}, None, None) == {}
+    found = extractor.extract({"x-org-id": "acme"}, {}, None, None)
+    assert found == {"org": ("acme",)}
+    counted = ClusteringConfig.model_validate(
+        {"signals": {"org": {"header": "x-org-id", "explicit": True, "ignore_values": []}}}
+    )
+    assert SignalExtractor(counted).extract({"x-org-id": "unknown"}, {}, None, None) == {
+        "org": ("unknown",)
+    }
 
 
 def test_default_weak_signals_a_benign_crowd_shares_stay_below_threshold() -> None:

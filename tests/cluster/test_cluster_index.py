@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from hydraguard.cluster.config import ClusteringConfig
+from hydraguard.cluster.config import (
+    ClusteringConfig,
+    SignalSpec,
+    TemplateSource,
+    default_signals,
+)
 from hydraguard.cluster.index import ClusterIndex
 from hydraguard.cluster.model import ClusterInfo, ClusterStats, cluster_id
 
@@ -121,7 +126,9 @@ async def test_a_shared_payment_fingerprint_links(harness: Harness) -> None:
 async def test_templates_and_subnet_link_once_their_weights_reach_the_threshold(
     harness: Harness,
 ) -> None:
-    index = await harness.make()  # defaults: template 0.3 per shared template, subnet 0.3
+    four_bands = SignalSpec(template=TemplateSource(bands=4), weight=0.3, max_fanout=200)
+    config = ClusteringConfig(signals={**default_signals(), "template": four_bands})
+    index = await harness.make(config)  # template 0.3 per shared template, subnet 0.3
     net = {"subnet": ("198.51.100.0/24",)}
     await index.observe("a", {**net, "template": template("t1")}, T0)
     b = await index.observe("b", {**net, "template": template("t1")}, T0)

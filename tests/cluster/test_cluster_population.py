@@ -6,7 +6,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from hydraguard.cluster.config import ClusteringConfig
+from hydraguard.cluster.config import (
+    ClusteringConfig,
+    SignalSpec,
+    TemplateSource,
+    default_signals,
+)
 from hydraguard.cluster.index import ClusterIndex
 from hydraguard.cluster.signals import SignalExtractor
 
@@ -15,7 +20,10 @@ T0 = 1_764_230_400.0
 
 def test_a_benign_crowd_stays_apart_while_rings_link() -> None:
     rng = random.Random(11)
-    config = ClusteringConfig()
+    # Four LSH bands at 0.3 (the shipped policy uses one band at 0.15): the harder case,
+    # where stock prompts could chain strangers together by their bands.
+    template = SignalSpec(template=TemplateSource(bands=4), weight=0.3, max_fanout=200)
+    config = ClusteringConfig(signals={**default_signals(), "template": template})
     extractor = SignalExtractor(config)
     index = ClusterIndex(config)
     popular = [f"popular-{i}" for i in range(300)]  # stock prompts, Zipf-distributed

@@ -45,6 +45,11 @@ class TemplateSource(Strict):
     bands: Annotated[int, Field(ge=1, le=64)] = 4
 
 
+# Values an auth layer sends when it has none: they are no evidence, and linking on them
+# would put every account without a card (or org) into one cluster.
+PLACEHOLDERS = ("-", "0", "none", "null", "unknown", "undefined", "n/a")
+
+
 class SignalSpec(Strict):
     header: str | None = None
     state: str | None = None
@@ -52,7 +57,7 @@ class SignalSpec(Strict):
     template: TemplateSource | None = None
     weight: Annotated[float, Field(ge=0.0)] = 0.0
     max_fanout: Annotated[int, Field(ge=1)] = 50
-    ignore_values: tuple[str, ...] = ()
+    ignore_values: tuple[str, ...] = PLACEHOLDERS  # case-insensitive; [] to count them all
     ignore_cidrs: tuple[str, ...] = ()
     explicit: bool = False
 
@@ -98,30 +103,21 @@ NON_PUBLIC_CIDRS = (
     "fc00::/7",
     "fe80::/10",
 )
-PLACEHOLDERS = ("-", "0", "none", "null", "unknown", "undefined", "n/a")
 
 
 def default_signals() -> dict[str, SignalSpec]:
+    """The shipped default policy's signals (policies/default.yaml explains the numbers)."""
     return {
-        "org": SignalSpec(
-            header="x-org-id", explicit=True, max_fanout=100_000, ignore_values=PLACEHOLDERS
-        ),
+        "org": SignalSpec(header="x-org-id", explicit=True, max_fanout=100_000),
         # One card paying for many accounts is the strongest tie short of an org id;
         # a generous fanout so an actor cannot escape by putting more accounts on it.
-        "payment": SignalSpec(
-            header="x-payment-fingerprint",
-            weight=1.0,
-            max_fanout=100_000,
-            ignore_values=PLACEHOLDERS,
-        ),
-        "device": SignalSpec(
-            header="x-device-fingerprint", weight=0.6, max_fanout=20, ignore_values=PLACEHOLDERS
-        ),
-        "ja4": SignalSpec(header="x-ja4", weight=0.2, max_fanout=10, ignore_values=PLACEHOLDERS),
+        "payment": SignalSpec(header="x-payment-fingerprint", weight=1.0, max_fanout=100_000),
+        "device": SignalSpec(header="x-device-fingerprint", weight=0.6, max_fanout=20),
+        "ja4": SignalSpec(header="x-ja4", weight=0.2, max_fanout=10),
         "subnet": SignalSpec(
             client_ip=ClientIpSource(), weight=0.3, max_fanout=50, ignore_cidrs=NON_PUBLIC_CIDRS
         ),
-        "template": SignalSpec(template=TemplateSource(), weight=0.3, max_fanout=200),
+        "template": SignalSpec(template=TemplateSource(bands=1), weight=0.15, max_fanout=10),
     }
 
 
