@@ -201,9 +201,10 @@ class Guard:
         risk = 0.0
         if self.risk is not None:
             # A lone account's cluster is the account itself: one subject, not two.
+            subject_cluster = cluster if size > 1 else None
             if self.sharing is not None:
-                self.sharing.refresh(identity.account, cluster if size > 1 else None, now)
-            assessment = self.risk.assess(identity.account, cluster if size > 1 else None, now)
+                self.sharing.refresh(identity.account, subject_cluster, now)
+            assessment = self.risk.assess(identity.account, subject_cluster, now)
             risk = assessment.risk
             effects = effects_of(assessment)
             if effects is not NO_EFFECTS:

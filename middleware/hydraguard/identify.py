@@ -20,9 +20,8 @@ class Identity:
     tier: str
     client_ip: str | None
     headers: dict[str, str]  # lower-case names; context headers only when trusted
-    state: Mapping[str, Any] = field(
-        default_factory=dict
-    )  # scope["state"]: what an auth layer in-process set
+    # scope["state"]: what an auth layer in the same process set (linking signals)
+    state: Mapping[str, Any] = field(default_factory=dict)
 
 
 def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

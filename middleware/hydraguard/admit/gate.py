@@ -140,15 +140,14 @@ class Gate:
         checks = plan.checks
         window_ids = decision.verdict.window_ids
         delta = used_tokens - (decision.input_estimate + decision.output_reserved)
-        everything = decision.verdict.charged and not decision.shadow_denied  # skip the filter
         charges = [
             Charge(checks[i].key, checks[i].window, window_ids[i], delta)
             for i in plan.token_checks
-            if delta and (everything or decision.reserved(i))
+            if delta and decision.reserved(i)
         ]
         leases = [
             Lease(checks[i].key, decision.lease_id)
             for i in plan.lease_checks
-            if everything or decision.reserved(i)
+            if decision.reserved(i)
         ]
         self.storage.settle(decision.store, charges, leases, now)

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from ..admit.plan import account_prefix, cluster_prefix
+from ..background import Background
 from ..storage.base import Storage
 from .detectors import Scope
 from .risk import RiskEngine
@@ -57,7 +58,7 @@ class RiskSharing:
         self._outbox: dict[str, bytes] = {}
         self._wanted: list[tuple[Scope, str, str]] = []  # to read in the next batch
         self._wanted_at = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()
 
     @staticmethod
     def key(scope: Scope, subject: str) -> str:
@@ -153,10 +154,7 @@ class RiskSharing:
             self._wanted.clear()
             self._published.clear()
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run())
 
     async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()

@@ -10,12 +10,12 @@ against its cluster.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..background import Background
 from ..errors import StorageError
 from ..storage.base import Storage
 from .config import ClusteringConfig
@@ -50,7 +50,7 @@ class Linker:
         # Clusters this process saw merged away: a cached mapping to one of them is stale,
         # so that account is decided on a fresh read (else it would spend a dead cluster's quota).
         self._absorbed: set[str] = set()
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending = Background()
         self._stats: ClusterStats | None = None
         self._stale = self._refreshing = False
 
@@ -129,9 +129,7 @@ class Linker:
             except Exception as exc:  # linking is best effort; the decision already happened
                 log.warning("hydraguard: linking %s failed: %s", "an account", exc)
 
-        task = asyncio.get_running_loop().create_task(link())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending.spawn(link())
 
     def stats(self) -> ClusterStats | None:
         """For the Prometheus collector, which cannot await: the memory index answers at once;
@@ -157,9 +155,7 @@ class Linker:
             finally:
                 self._refreshing = False
 
-        task = asyncio.get_running_loop().create_task(refresh())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending.spawn(refresh())
 
     def _remember(self, account: str, mapping: tuple[str, int]) -> None:
         if self._known.get(account) != mapping:
@@ -181,5 +177,4 @@ class Linker:
             self._absorbed.clear()  # a split can bring an absorbed id back
 
     async def drain(self) -> None:
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self._pending.drain()

@@ -34,8 +34,8 @@ class MemoryStorage(Storage):
     def acquire_now(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
     ) -> Verdict:
-        # The hot path: sliding-window arithmetic inlined (see base.window_usage), attributes
-        # and methods bound to locals, one pass to check and one to reserve.
+        # The hot path: sliding-window arithmetic inlined (see base.window_usage); one pass
+        # to check, one to reserve.
         n = len(checks)
         usage = [0.0] * n
         waits = [0.0] * n
@@ -46,9 +46,9 @@ class MemoryStorage(Storage):
         get_window = windows.get
         sliding = self.sliding
         admitted = all_fit = True
-        i = 0
-        for check in checks:
+        for i, check in enumerate(checks):
             window = check.window
+            wait = 0.0
             if window > 0:
                 key = check.key
                 window_id = int(now // window)
@@ -67,12 +67,9 @@ class MemoryStorage(Storage):
                 resets[i] = window - elapsed
                 window_ids[i] = window_id
                 if used + check.cost > check.limit:
-                    waits[i] = retry_after(
+                    wait = retry_after(
                         previous, current, elapsed, window, check.limit, check.cost, sliding
                     )
-                    all_fit = False
-                    if not check.shadow:
-                        admitted = False
             elif window == 0:
                 held = self._leases.get(check.key)
                 used = float(len(held)) if held else 0.0
@@ -81,23 +78,20 @@ class MemoryStorage(Storage):
                     held = self._live_leases(check.key, now)
                     used = float(len(held))
                     if used + check.cost > check.limit:
-                        waits[i] = max(min(held.values(), default=now + 1.0) - now, 0.001)
-                        all_fit = False
-                        if not check.shadow:
-                            admitted = False
+                        wait = max(min(held.values(), default=now + 1.0) - now, 0.001)
             else:  # a block flag
                 used = 0.0
                 until = self._flags.get(check.key)
                 if until is not None and until > now:
-                    waits[i] = until - now
-                    all_fit = False
-                    if not check.shadow:
-                        admitted = False
+                    wait = until - now
             usage[i] = used
-            i += 1
+            if wait:
+                waits[i] = wait
+                all_fit = False
+                if not check.shadow:
+                    admitted = False
         if admitted:
-            i = 0
-            for check in checks:
+            for i, check in enumerate(checks):
                 if all_fit or not check.shadow:
                     entry = entries[i]
                     if entry is not None:
@@ -106,7 +100,6 @@ class MemoryStorage(Storage):
                     elif check.window == 0:
                         self._leases.setdefault(check.key, {})[lease_id] = now + lease_ttl
                         usage[i] += check.cost
-                i += 1
         self._ops += 1
         if self._ops >= _SWEEP_EVERY:
             self._sweep(now)

@@ -7,7 +7,6 @@ that client because ``limits`` checks one limit per call and a decision needs th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ import orjson
 import redis.asyncio as aioredis
 from limits.storage import storage_from_string
 
+from ..background import Background
 from ..errors import StorageError
 from .base import Charge, Check, Lease, Storage, Verdict, window_usage
 from .redis_packing import fast_connection_class
@@ -104,7 +104,7 @@ class RedisStorage(Storage):
         # register_script keeps the SHA and reloads the source on NOSCRIPT (e.g. after a restart).
         self._acquire = self.client.register_script(_script("acquire.lua"))
         self._settle = self.client.register_script(_script("settle.lua"))
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending = Background()
 
     async def acquire(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
@@ -192,9 +192,7 @@ class RedisStorage(Storage):
     def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
         if not charges and not leases:
             return
-        task = asyncio.get_running_loop().create_task(self._settle_safely(charges, leases, now))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending.spawn(self._settle_safely(charges, leases, now))
 
     async def _settle_safely(
         self, charges: Sequence[Charge], leases: Sequence[Lease], now: float
@@ -341,8 +339,7 @@ class RedisStorage(Storage):
         return bool(await self.client.ping())
 
     async def drain(self) -> None:
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self._pending.drain()
 
     async def aclose(self) -> None:
         await self.drain()

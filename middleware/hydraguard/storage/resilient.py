@@ -19,6 +19,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..background import Background
 from ..errors import StorageError
 from ..metrics import Metrics
 from ..policy.schema import Storage as StorageSettings
@@ -76,7 +77,7 @@ class ResilientStorage:
         # Usage admitted on local counters during an outage, pushed to shared storage on
         # recovery so the shared windows still see it: (key, window, window id) -> amount.
         self.owed: dict[tuple[str, int, int], float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()
 
     async def acquire(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
@@ -159,9 +160,7 @@ class ResilientStorage:
             except Exception as exc:  # best effort: the breaker handles the outage itself
                 log.debug("hydraguard: storage maintenance failed: %r", exc)
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run())
 
     async def _flush_owed(self, now: float) -> None:
         owed, self.owed = self.owed, {}
@@ -182,8 +181,7 @@ class ResilientStorage:
             log.warning("hydraguard: pushed %d local counters to %s", len(live), self.primary.uri)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            await asyncio.gather(task, return_exceptions=True)
+        await self._tasks.drain()
         try:
             await self.primary.aclose()
         except Exception as exc:
