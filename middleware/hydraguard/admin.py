@@ -18,6 +18,7 @@ from .admit.plan import BLOCK_SUFFIX, account_prefix
 from .errors import PolicyError
 
 if TYPE_CHECKING:
+    from .cluster.linker import Linker
     from .middleware import HydraGuard
 
 PREFIX = "/_hydraguard/"
@@ -174,14 +175,22 @@ class AdminAPI:
             }
         )
 
-    async def link(self, request: Request) -> Response:
+    async def _linker_and_pair(
+        self, request: Request
+    ) -> tuple[Linker, str, str, str | None] | Response:
         pair = await _pair(request)
         if isinstance(pair, Response):
             return pair
-        a, b, reason = pair
         linker = self.guard.guard.linker
         if linker is None:
             return JSONResponse({"error": "clustering is off in this policy"}, status_code=404)
+        return (linker, *pair)
+
+    async def link(self, request: Request) -> Response:
+        found = await self._linker_and_pair(request)
+        if isinstance(found, Response):
+            return found
+        linker, a, b, reason = found
         now = self.guard.clock()
         cluster = await _maybe_await(linker.index.link(a, b, reason or "operator", now))
         linker.forget(a, b)
@@ -191,13 +200,10 @@ class AdminAPI:
         return JSONResponse({"a": a, "b": b, "cluster": cluster})
 
     async def unlink(self, request: Request) -> Response:
-        pair = await _pair(request)
-        if isinstance(pair, Response):
-            return pair
-        a, b, _ = pair
-        linker = self.guard.guard.linker
-        if linker is None:
-            return JSONResponse({"error": "clustering is off in this policy"}, status_code=404)
+        found = await self._linker_and_pair(request)
+        if isinstance(found, Response):
+            return found
+        linker, a, b, _ = found
         clusters = await _maybe_await(linker.index.unlink(a, b))
         linker.forget()
         return JSONResponse({"a": a, "b": b, "clusters": list(clusters)})
