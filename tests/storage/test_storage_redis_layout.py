@@ -1,11 +1,12 @@
-"""Redis specifics: one hash per subject, keys that expire on their own, scripts reloaded
-after a flush or restart, and the hiredis command packing."""
+"""Redis specifics: one JSON state per subject, keys that expire on their own, scripts
+reloaded after a flush or restart, and the hiredis command packing."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
@@ -42,30 +43,42 @@ async def keys(storage: RedisStorage) -> list[str]:
 @pytest.mark.parametrize(
     ("key", "expected"),
     [
-        ("hg:{a:acct-1}:r60", ("hg:{a:acct-1}", ":r60")),
-        ("hg:{g}:t60~500", ("hg:{g}", ":t60~500")),
-        ("hg:{a:x}", ("hg:{a:x}", "")),
+        ("hg:{a:acct-1}:r60", ("hg:{a:acct-1}:s", ":r60")),
+        ("hg:{g}:t60~500", ("hg:{g}:s", ":t60~500")),
+        ("hg:{a:x}", ("hg:{a:x}:s", "")),
         ("plain:key", ("plain:key", "")),
         ("odd:{}:key", ("odd:{}:key", "")),  # an empty tag is no tag, as in Redis Cluster
+        ("}{a}:r60", ("}{a}:s", ":r60")),  # the tag starts at the first "{"
+        ("{{a}}:c", ("{{a}:s", "}:c")),  # ... and ends at the first "}" after it
     ],
 )
 def test_split_key_follows_the_hash_tag(key: str, expected: tuple[str, str]) -> None:
     assert split_key(key) == expected
 
 
-async def test_a_decision_keeps_one_hash_per_subject_with_its_own_expiry(
+async def state(storage: RedisStorage, key: str) -> dict[str, object]:
+    found = msgpack.unpackb(await storage.client.get(key))
+    assert isinstance(found, dict)
+    return found
+
+
+async def test_a_decision_keeps_one_state_per_subject_with_its_own_expiry(
     storage: RedisStorage,
 ) -> None:
     plan = Planner(load_policy()).plan("acct-1", "default", 100, "c-1")
     verdict = await storage.acquire(plan.checks, T0 + 5, "lease-1", 600)
     assert verdict.admitted
-    assert await keys(storage) == ["hg:{a:acct-1}", "hg:{c:c-1}", "hg:{g}"]
+    assert await keys(storage) == ["hg:{a:acct-1}:s", "hg:{c:c-1}:s", "hg:{g}:s"]
     # Long enough for the previous day window to count, not forever.
-    for key in ("hg:{a:acct-1}", "hg:{c:c-1}"):
+    for key in ("hg:{a:acct-1}:s", "hg:{c:c-1}:s"):
         assert 2 * 86400 <= await storage.client.ttl(key) <= 2 * 86400 + 120
-    assert 121 <= await storage.client.ttl("hg:{g}") <= 121 + 60
-    fields = await storage.client.hkeys("hg:{a:acct-1}")
-    assert len(fields) == 3 * 4 + 2  # 4 window limits, the lease set, the expiry mark
+    assert 121 <= await storage.client.ttl("hg:{g}:s") <= 121 + 60
+    account = await state(storage, "hg:{a:acct-1}:s")
+    # 4 window limits as [window id, current, previous], the lease set, the expiry mark.
+    assert sorted(account) == [":c", ":r60", ":r86400", ":t60", ":t86400", "~e"]
+    assert account[":r60"] == [int((T0 + 5) // 60), 1, 0]
+    assert account[":t86400"] == [int((T0 + 5) // 86400), 100, 0]
+    assert account[":c"] == {"lease-1": pytest.approx(T0 + 5 + 600)}
     storage.settle([], [Lease(plan.checks[i].key, "lease-1") for i in plan.lease_checks], T0 + 6)
     await storage.drain()
     assert await storage.usage(plan.checks, T0 + 6) == pytest.approx(
@@ -73,29 +86,29 @@ async def test_a_decision_keeps_one_hash_per_subject_with_its_own_expiry(
     )
 
 
-async def test_a_shorter_window_never_shortens_the_hash_ttl(storage: RedisStorage) -> None:
+async def test_a_shorter_window_never_shortens_the_key_ttl(storage: RedisStorage) -> None:
     day = Check("hg:{a:x}:r86400", 100, 86400, 1)
     minute = Check("hg:{a:x}:r60", 100, 60, 1)
     await storage.acquire([day, minute], T0 + 1, "l", 30)
-    long_ttl = await storage.client.ttl("hg:{a:x}")
+    long_ttl = await storage.client.ttl("hg:{a:x}:s")
     # A later plan without the day window rolls the minute window: the day count stays.
     await storage.acquire([minute], T0 + 61, "l", 30)
-    assert await storage.client.ttl("hg:{a:x}") >= long_ttl - 2
+    assert await storage.client.ttl("hg:{a:x}:s") >= long_ttl - 2
     assert await storage.usage([day], T0 + 61) == [pytest.approx(1.0)]
 
 
-async def test_leases_keep_the_hash_alive_and_expire_with_it(storage: RedisStorage) -> None:
+async def test_leases_keep_the_key_alive_and_expire_with_it(storage: RedisStorage) -> None:
     slots = Check("hg:{a:y}:c", 5, 0, 1)
     await storage.acquire([slots], T0, "l1", 30)
-    assert 31 <= await storage.client.ttl("hg:{a:y}") <= 31 + 60
+    assert 31 <= await storage.client.ttl("hg:{a:y}:s") <= 31 + 60
 
 
-async def test_block_flag_lives_in_the_subject_hash(storage: RedisStorage) -> None:
+async def test_block_flag_lives_in_the_subject_state(storage: RedisStorage) -> None:
     flag = Check("hg:{a:z}:b", 1, -1, 1)
     window = Check("hg:{a:z}:r60", 100, 60, 1)
     await storage.set_flag(flag.key, 30, T0)
-    assert await keys(storage) == ["hg:{a:z}"]
-    assert 30 <= await storage.client.ttl("hg:{a:z}") <= 30 + 61
+    assert await keys(storage) == ["hg:{a:z}:s"]
+    assert 30 <= await storage.client.ttl("hg:{a:z}:s") <= 30 + 61
     refused = await storage.acquire([flag, window], T0 + 10, "l", 30)
     assert not refused.admitted and refused.retry_after[0] == pytest.approx(20.0)
     assert await storage.flag_ttl(flag.key, T0 + 10) == pytest.approx(20.0)
@@ -105,13 +118,40 @@ async def test_block_flag_lives_in_the_subject_hash(storage: RedisStorage) -> No
     assert (await storage.acquire([flag, window], T0 + 11, "l", 30)).admitted
 
 
-async def test_clear_reaches_into_a_subject_hash(storage: RedisStorage) -> None:
+async def test_clear_reaches_into_a_subject_state(storage: RedisStorage) -> None:
     checks = [Check("hg:{a:w}:r60", 10, 60, 1), Check("hg:{a:w}:t60", 1000, 60, 7)]
     await storage.acquire(checks, T0 + 1, "l", 30)
-    assert await storage.clear("hg:{a:w}:t") == 3  # the token limit's three fields
+    assert await storage.clear("hg:{a:w}:t") == 1  # the token limit
     assert await storage.usage(checks, T0 + 1) == [1.0, 0.0]
     assert await storage.clear("hg:{a:w}") == 1
     assert await keys(storage) == []
+
+
+async def test_lifting_the_last_flag_deletes_the_state(storage: RedisStorage) -> None:
+    await storage.set_flag("hg:{a:f}:b", 30, T0)
+    assert await storage.clear_flag("hg:{a:f}:b")
+    assert await keys(storage) == []
+
+
+async def test_a_decision_keeps_the_ttl_unless_it_needs_longer(storage: RedisStorage) -> None:
+    minute = Check("hg:{a:k}:r60", 100, 60, 1)
+    await storage.acquire([minute], T0 + 1, "l", 30)
+    await storage.client.pexpire("hg:{a:k}:s", 500_000)  # a mark: only a SET with PX moves it
+    await storage.acquire([minute], T0 + 2, "l", 30)
+    assert 499 <= await storage.client.ttl("hg:{a:k}:s") <= 500
+    assert (await state(storage, "hg:{a:k}:s"))[":r60"][1] == 2
+
+
+async def test_an_older_layout_is_left_alone(storage: RedisStorage) -> None:
+    # The layout before this one kept a hash per subject under the bare tag. During a
+    # rolling upgrade old replicas keep using it: new replicas neither read nor overwrite
+    # it (each side counts on its own until the old keys expire).
+    await storage.client.hset("hg:{a:old}", mapping={":r60.i": 1, ":r60.c": 5, "~e": 1})
+    check = Check("hg:{a:old}:r60", 10, 60, 1)
+    assert (await storage.acquire([check], T0 + 1, "l", 30)).usage == [1.0]
+    assert await storage.client.type("hg:{a:old}") == b"hash"
+    assert await storage.client.hget("hg:{a:old}", ":r60.c") == b"5"
+    assert await storage.usage([check], T0 + 1) == [1.0]
 
 
 async def test_scripts_are_reloaded_after_a_script_flush(storage: RedisStorage) -> None:

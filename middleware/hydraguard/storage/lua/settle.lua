@@ -1,60 +1,98 @@
--- hydraguard: every change to a subject's hash outside a decision (layout: acquire.lua).
--- KEYS: the hashes, each once.
--- ARGV[1]: JSON array: now, then 6 values per change: mode, key index, field prefix,
---   window, window id, amount:
+-- hydraguard: every change to a subject's state outside a decision (layout: acquire.lua).
+-- KEYS: the subjects' keys, each once.
+-- ARGV[1]: JSON array: now, then 6 values per change: mode, key index, field, window,
+--   window id, amount:
 --   0  correct a reservation (amount may be negative): applies to the window it was made
 --      in while that is the current or the previous one, never resurrects it;
 --   1  add usage (owed usage after an outage, merged clusters): may start the window;
 --   2  release the lease whose id is in place of the window id;
---   3  set a block flag for `amount` seconds.
--- Counts never go below 0. The hash's TTL only ever grows (see ~e in acquire.lua).
+--   3  set a block flag for `amount` seconds;
+--   4  remove the field (a block flag lifted);
+--   5  remove every field whose name starts with `field` (an admin reset).
+-- Counts never go below 0. The key's TTL only ever grows (see ~e in acquire.lua); a key
+-- left with nothing but its expiry mark is deleted.
+-- Returns how many fields modes 4 and 5 removed.
 local spec = cjson.decode(ARGV[1])
 local now = spec[1]
 local SLACK = 60
 
-local function extend(key, expires, need)
-  if need > (tonumber(expires) or 0) then
-    redis.call('HSET', key, '~e', need + SLACK)
-    redis.call('EXPIRE', key, math.max(math.ceil(need + SLACK - now), SLACK))
-  end
+local blobs = redis.call('MGET', unpack(KEYS))
+local state, need, dirty, removed = {}, {}, {}, 0
+for k = 1, #KEYS do
+  local blob = blobs[k]
+  if blob then state[k] = cmsgpack.unpack(blob) else state[k] = {} end
+end
+
+local function keep_until(k, until_)
+  if until_ > (need[k] or 0) then need[k] = until_ end
 end
 
 for b = 2, #spec, 6 do
-  local mode, key, f = spec[b], KEYS[spec[b + 1]], spec[b + 2]
+  local mode, k, f = spec[b], spec[b + 1], spec[b + 2]
   local w, wid, amount = spec[b + 3], spec[b + 4], spec[b + 5]
+  local s = state[k]
+  local held = s[f]
   if mode == 2 then
-    local text = redis.call('HGET', key, f .. '.l')
-    if text then
+    if held then
       local live, any = {}, false
-      for lease, expiry in pairs(cjson.decode(text)) do
+      for lease, expiry in pairs(held) do
         if expiry > now and lease ~= wid then
           live[lease] = expiry
           any = true
         end
       end
-      if any then
-        redis.call('HSET', key, f .. '.l', cjson.encode(live))
-      else
-        redis.call('HDEL', key, f .. '.l')
-      end
+      if any then s[f] = live else s[f] = nil end
+      dirty[k] = true
     end
   elseif mode == 3 then
-    local values = redis.call('HMGET', key, '~e')
-    redis.call('HSET', key, f .. '.f', now + amount)
-    extend(key, values[1], now + amount)
-  else
-    local values = redis.call('HMGET', key, f .. '.i', f .. '.c', f .. '.p', '~e')
-    local stored = tonumber(values[1])
-    if stored == wid then
-      redis.call('HSET', key, f .. '.c', math.max(0, (tonumber(values[2]) or 0) + amount))
-    elseif stored == wid + 1 then
-      redis.call('HSET', key, f .. '.p', math.max(0, (tonumber(values[3]) or 0) + amount))
-    elseif mode == 1 and (stored == nil or stored < wid) then
-      local previous = 0
-      if stored == wid - 1 then previous = tonumber(values[2]) or 0 end
-      redis.call('HSET', key, f .. '.i', wid, f .. '.c', math.max(0, amount), f .. '.p', previous)
-      extend(key, values[4], (wid + 2) * w + 1)
+    s[f] = now + amount
+    dirty[k] = true
+    keep_until(k, now + amount)
+  elseif mode == 4 then
+    if held then
+      s[f] = nil
+      dirty[k] = true
+      removed = removed + 1
     end
+  elseif mode == 5 then
+    local doomed = {}
+    for name in pairs(s) do
+      if name ~= '~e' and string.sub(name, 1, #f) == f then doomed[#doomed + 1] = name end
+    end
+    for _, name in ipairs(doomed) do s[name] = nil end
+    if #doomed > 0 then dirty[k] = true end
+    removed = removed + #doomed
+  elseif held and held[1] == wid then
+    held[2] = math.max(0, held[2] + amount)
+    dirty[k] = true
+  elseif held and held[1] == wid + 1 then
+    held[3] = math.max(0, held[3] + amount)
+    dirty[k] = true
+  elseif mode == 1 and (held == nil or held[1] < wid) then
+    local previous = 0
+    if held and held[1] == wid - 1 then previous = held[2] end
+    s[f] = {wid, math.max(0, amount), previous}
+    dirty[k] = true
+    keep_until(k, (wid + 2) * w + 1)
   end
 end
-return 1
+
+for k in pairs(dirty) do
+  local s = state[k]
+  local until_ = need[k] or 0
+  local expires = tonumber(s['~e']) or 0
+  if next(s) == nil or (next(s) == '~e' and next(s, '~e') == nil) then
+    redis.call('DEL', KEYS[k])
+  elseif until_ > expires then
+    s['~e'] = until_ + SLACK
+    redis.call('SET', KEYS[k], cmsgpack.pack(s), 'PX',
+      math.max(math.ceil((until_ + SLACK - now) * 1000), SLACK * 1000))
+  elseif expires > 0 then
+    redis.call('SET', KEYS[k], cmsgpack.pack(s), 'KEEPTTL')
+  else
+    -- Not written by acquire yet (e.g. a flag on a fresh subject): give it a lifetime.
+    s['~e'] = now + SLACK
+    redis.call('SET', KEYS[k], cmsgpack.pack(s), 'PX', SLACK * 1000)
+  end
+end
+return removed
