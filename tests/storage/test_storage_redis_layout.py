@@ -3,8 +3,10 @@ reloaded after a flush or restart, and the hiredis command packing."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import msgpack
 import pytest
@@ -13,7 +15,7 @@ from redis.exceptions import DataError
 
 from hydraguard import load_policy
 from hydraguard.admit.plan import Planner
-from hydraguard.storage.base import Check, Lease
+from hydraguard.storage.base import Charge, Check, Lease
 from hydraguard.storage.redis import RedisStorage, split_key
 from hydraguard.storage.redis_packing import HiredisPacking
 
@@ -152,6 +154,32 @@ async def test_an_older_layout_is_left_alone(storage: RedisStorage) -> None:
     assert await storage.client.type("hg:{a:old}") == b"hash"
     assert await storage.client.hget("hg:{a:old}", ":r60.c") == b"5"
     assert await storage.usage([check], T0 + 1) == [1.0]
+
+
+async def test_settlements_finishing_together_go_in_one_script_call(
+    storage: RedisStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = Check("hg:{a:b}:t60", 100_000, 60, 100)
+    slots = Check("hg:{a:b}:c", 50, 0, 1)
+    verdicts = await asyncio.gather(
+        *(storage.acquire([tokens, slots], T0 + 1, f"l{i}", 30) for i in range(40))
+    )
+    assert all(v.admitted for v in verdicts)
+    assert await storage.usage([tokens, slots], T0 + 1) == [4000.0, 40.0]
+    calls: list[int] = []
+    run = storage._run
+
+    async def counted(script: Any, keys: Sequence[str], *args: Any) -> Any:
+        calls.append(len(keys))
+        return await run(script, keys, *args)
+
+    monkeypatch.setattr(storage, "_run", counted)
+    for i, verdict in enumerate(verdicts):  # 40 responses done within one loop turn
+        charge = Charge(tokens.key, 60, verdict.window_ids[0], 30 - 100)
+        storage.settle([charge], [Lease(slots.key, f"l{i}")], T0 + 2)
+    await storage.drain()
+    assert calls == [1]  # one call, the subject's state read and written once
+    assert await storage.usage([tokens, slots], T0 + 2) == [40 * 30.0, 0.0]
 
 
 async def test_scripts_are_reloaded_after_a_script_flush(storage: RedisStorage) -> None:

@@ -28,6 +28,8 @@ from .redis_packing import fast_connection_class
 
 log = logging.getLogger("hydraguard.storage")
 
+_SETTLE_BATCH = 256  # changes per settle.lua call: bounds how long one call holds Redis
+
 
 def _script(name: str) -> str:
     return (resources.files("hydraguard.storage") / "lua" / name).read_text(encoding="utf-8")
@@ -81,6 +83,17 @@ def _doubles(count: int) -> struct.Struct:
     return struct.Struct("<" + "d" * count)
 
 
+def _settlement_changes(
+    charges: Sequence[Charge], leases: Sequence[Lease]
+) -> list[tuple[int, str, int, Any, float]]:
+    """settle.lua's changes (mode, key, window, window id or lease id, amount) of a settlement."""
+    changes: list[tuple[int, str, int, Any, float]] = [
+        (0, c.key, c.window, c.window_id, c.delta) for c in charges
+    ]
+    changes += [(2, lease.key, 0, lease.lease_id, 0) for lease in leases]
+    return changes
+
+
 def _state(blob: bytes | None) -> dict[str, Any]:
     """A subject's state as acquire.lua keeps it (MessagePack); a missing key is empty."""
     if not blob:
@@ -132,6 +145,9 @@ class RedisStorage(Storage):
         self._acquire = self.client.register_script(_script("acquire.lua"))
         self._settle = self.client.register_script(_script("settle.lua"))
         self._pending = Background()
+        self._settlements: list[tuple[int, str, int, Any, float]] = []
+        self._settle_at = 0.0  # the latest `now` among the queued settlements
+        self._settle_scheduled = False
 
     async def acquire(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
@@ -223,27 +239,38 @@ class RedisStorage(Storage):
         return merged
 
     def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
+        # Settlements of requests that finish close together go to Redis together: queued
+        # here, sent by one background call once the event loop turns (one script call per
+        # batch instead of one per request; each subject is read and written once a batch).
         if not charges and not leases:
             return
-        self._pending.spawn(self._settle_safely(charges, leases, now))
+        self._settlements += _settlement_changes(charges, leases)
+        if now > self._settle_at:
+            self._settle_at = now
+        if not self._settle_scheduled:
+            self._settle_scheduled = True
+            self._pending.spawn(self._send_settlements())
 
-    async def _settle_safely(
-        self, charges: Sequence[Charge], leases: Sequence[Lease], now: float
-    ) -> None:
-        try:
-            await self._settle_now(charges, leases, now)
-        except Exception as exc:
-            # Leases then expire on their own (lease TTL); the token correction is lost and logged.
-            log.warning("hydraguard: settlement failed, leases will expire by TTL: %s", exc)
+    async def _send_settlements(self) -> None:
+        self._settle_scheduled = False
+        changes, self._settlements = self._settlements, []
+        now = self._settle_at
+        for start in range(0, len(changes), _SETTLE_BATCH):
+            batch = changes[start : start + _SETTLE_BATCH]
+            try:
+                await self._change(batch, now)
+            except Exception as exc:
+                # Leases then expire on their own (lease TTL); token corrections are lost.
+                log.warning(
+                    "hydraguard: %d settlements failed, leases will expire by TTL: %s",
+                    len(batch),
+                    exc,
+                )
 
     async def _settle_now(
         self, charges: Sequence[Charge], leases: Sequence[Lease], now: float
     ) -> None:
-        changes: list[tuple[int, str, int, Any, float]] = [
-            (0, c.key, c.window, c.window_id, c.delta) for c in charges
-        ]
-        changes += [(2, lease.key, 0, lease.lease_id, 0) for lease in leases]
-        await self._change(changes, now)
+        await self._change(_settlement_changes(charges, leases), now)
 
     async def _change(self, changes: Sequence[tuple[int, str, int, Any, float]], now: float) -> int:
         """Run settle.lua over (mode, key, window, window id or lease id, amount) changes:
