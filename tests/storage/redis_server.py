@@ -1,7 +1,9 @@
-"""A throwaway redis-server on a spare loopback port, which tests can stop and restart."""
+"""Throwaway redis-servers on spare loopback ports: one that tests can stop and restart,
+and a three-node Redis Cluster."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -16,13 +18,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, both below 65536."""
+    for _ in range(200):
+        port = random.randint(20_000, 50_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, *extra: str, workdir: str | None = None, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
+        self.extra = extra
+        self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -43,9 +61,11 @@ class RedisServer:
                 "no",
                 "--enable-debug-command",
                 "local",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=self.workdir,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
@@ -63,3 +83,67 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class RedisClusterServers:
+    """Three masters, no replicas, slots spread by ``redis-cli --cluster create``."""
+
+    def __init__(self, workdir: str) -> None:
+        self.nodes = [
+            RedisServer(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{i}.conf",
+                workdir=workdir,
+                port=free_cluster_port(),
+            )
+            for i in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = []
+            for node in self.nodes:
+                client = redis.Redis(port=node.port)
+                states.append(client.cluster("INFO").get("cluster_state"))
+                client.close()
+            if states == ["ok"] * len(self.nodes):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            client.flushall()
+            client.script_flush()
+            client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

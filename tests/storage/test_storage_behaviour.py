@@ -1,4 +1,5 @@
-"""Storage behaviour, the same tests on memory and on Redis (``make_storage`` is parametrized).
+"""Storage behaviour, the same tests on memory, on Redis and on a three-node Redis Cluster
+(``make_storage`` is parametrized through ``storage_uri``, overridden here to add the cluster).
 
 Time is passed explicitly (``now``), so window arithmetic is exact and nothing sleeps.
 Redis settles in the background: ``drain()`` before reading usage after a settle.
@@ -12,10 +13,23 @@ from collections.abc import Callable
 import pytest
 
 from hydraguard.storage.base import Charge, Check, Lease, Storage
+from shared_redis import REDIS_URL
 
 W = 60  # window seconds used throughout
 T0 = 6_000_000.0  # a window boundary (T0 % W == 0), far from 0 so window ids are realistic
 MakeStorage = Callable[..., Storage]
+
+
+pytestmark = pytest.mark.parametrize(
+    "storage_uri",
+    [
+        pytest.param("memory://", id="memory"),
+        pytest.param(REDIS_URL, id="redis", marks=pytest.mark.redis),
+        # conftest's storage_uri turns this into the session's cluster (tests/storage/conftest.py)
+        pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
+    ],
+    indirect=True,
+)
 
 
 def window_check(key: str, limit: int, cost: int = 1, *, shadow: bool = False) -> Check:

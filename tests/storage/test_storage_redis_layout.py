@@ -192,6 +192,28 @@ async def test_scripts_are_reloaded_after_a_script_flush(storage: RedisStorage) 
     assert await storage.usage([check], T0 + 3) == [5.0]
 
 
+async def test_concurrent_calls_meeting_noscript_load_the_script_once(
+    storage: RedisStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = Check("hg:{a:n}:r60", 1000, 60, 1)
+    assert (await storage.acquire([check], T0 + 1, "l", 30)).admitted
+    await storage.client.script_flush()  # a restarted server, under load
+    loads: list[str] = []
+    load = storage.client.script_load
+
+    async def counted(source: str) -> Any:
+        loads.append(source)
+        return await load(source)
+
+    monkeypatch.setattr(storage.client, "script_load", counted)
+    verdicts = await asyncio.gather(
+        *(storage.acquire([check], T0 + 2, f"l{i}", 30) for i in range(100))
+    )
+    assert all(v.admitted for v in verdicts)
+    assert len(loads) == 1
+    assert await storage.usage([check], T0 + 2) == [101.0]
+
+
 async def test_hiredis_packing_matches_redis_py() -> None:
     client = aioredis.Redis.from_url(REDIS_URL)
     plain = client.connection_pool.connection_class(**client.connection_pool.connection_kwargs)

@@ -7,6 +7,7 @@ that client because ``limits`` checks one limit per call and a decision needs th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -24,6 +25,7 @@ from redis.exceptions import NoScriptError
 from ..background import Background
 from ..errors import StorageError
 from .base import Charge, Check, Lease, Storage, Verdict, window_usage
+from .redis_cluster_guard import guard_cluster_client
 from .redis_packing import fast_connection_class
 
 log = logging.getLogger("hydraguard.storage")
@@ -125,6 +127,8 @@ class RedisStorage(Storage):
         self._limits_storage = wrapped
         self.client: Any = wrapped.bridge.get_connection()  # type: ignore[union-attr]
         self.cluster = type(wrapped).__name__ == "RedisClusterStorage"
+        if self.cluster:
+            self.client = guard_cluster_client(self.client)
         if type(wrapped).__name__ == "RedisStorage":
             # redis-py's default pool raises MaxConnectionsError once 100 connections are in
             # use; a burst of concurrent requests reaches that and the fallback would treat it
@@ -145,6 +149,8 @@ class RedisStorage(Storage):
         self._acquire = self.client.register_script(_script("acquire.lua"))
         self._settle = self.client.register_script(_script("settle.lua"))
         self._pending = Background()
+        self._loading = asyncio.Lock()
+        self._loads: dict[str, int] = {}  # script sha -> times this storage loaded it
         self._settlements: list[tuple[int, str, int, Any, float]] = []
         self._settle_at = 0.0  # the latest `now` among the queued settlements
         self._settle_scheduled = False
@@ -194,11 +200,17 @@ class RedisStorage(Storage):
 
     async def _run(self, script: Any, keys: Sequence[str], *args: Any) -> Any:
         """EVALSHA, loading the script when the server does not know it (a restart or a
-        SCRIPT FLUSH); redis-py's Script object does the same with more calls in between."""
+        SCRIPT FLUSH). Concurrent calls that all meet NOSCRIPT load it once: after a restart
+        under load, hundreds of concurrent SCRIPT LOADs would be wasted work."""
+        loads = self._loads.get(script.sha, 0)
         try:
             return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self.client.script_load(script.script)
+            async with self._loading:
+                # Loaded by another call since this one was sent: nothing to do but retry.
+                if self._loads.get(script.sha, 0) == loads:
+                    await self.client.script_load(script.script)
+                    self._loads[script.sha] = loads + 1
             return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def _acquire_by_slot(

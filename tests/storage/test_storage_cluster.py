@@ -1,0 +1,132 @@
+"""On a real three-node Redis Cluster: a decision costs one script call per hash tag, stays
+all or nothing across slots, and two gateway replicas share one quota and one clustering
+(limits, the linking index and risk sharing all on the cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+from redis_server import RedisClusterServers
+
+from hydraguard import load_policy
+from hydraguard.admit.plan import Planner
+from hydraguard.storage.base import Check, Lease
+from hydraguard.storage.redis import RedisStorage
+
+pytestmark = pytest.mark.redis
+
+T0 = 6_000_000.0
+CARD = "x-payment-fingerprint"
+
+
+@pytest.fixture
+def storage_uri(redis_cluster: RedisClusterServers) -> str:
+    """The ``guarded`` fixture (and these tests) on the session's cluster, flushed."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+async def test_a_default_decision_costs_one_script_call_per_hash_tag(
+    storage_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = RedisStorage(storage_uri, timeout=5.0)
+    calls: list[list[str]] = []
+    run = storage._run
+
+    async def counted(script: Any, keys: Sequence[str], *args: Any) -> Any:
+        calls.append(list(keys))
+        return await run(script, keys, *args)
+
+    monkeypatch.setattr(storage, "_run", counted)
+    plan = Planner(load_policy()).plan("acct-1", "default", 100, "c-1")
+    verdict = await storage.acquire(plan.checks, T0 + 5, "lease-1", 600)
+    assert verdict.admitted
+    # The README's figure: account, cluster and global each a slot, one call each.
+    assert calls == [["hg:{a:acct-1}:s"], ["hg:{c:c-1}:s"], ["hg:{g}:s"]]
+    assert await storage.usage(plan.checks, T0 + 5) == verdict.usage
+    await storage.aclose()
+
+
+async def test_a_refusal_in_a_later_slot_undoes_the_earlier_ones(storage_uri: str) -> None:
+    storage = RedisStorage(storage_uri, timeout=5.0)
+    account = Check("hg:{a:x}:r60", 10, 60, 1)
+    slots = Check("hg:{a:x}:c", 5, 0, 1)
+    cluster = Check("hg:{c:x}:r60", 10, 60, 1)
+    everyone = Check("hg:{g}:r60", 1, 60, 1)
+    checks = [account, slots, cluster, everyone]
+    assert (await storage.acquire(checks, T0 + 1, "l1", 30)).admitted
+    storage.settle([], [Lease(slots.key, "l1")], T0 + 1)
+    await storage.drain()
+    refused = await storage.acquire(checks, T0 + 2, "l2", 30)  # the global slot is full
+    assert not refused.admitted and refused.refusing == [3]
+    # The account's and the cluster's slots had reserved first; that was undone.
+    assert await storage.usage(checks, T0 + 2) == [1.0, 0.0, 1.0, 1.0]
+    await storage.aclose()
+
+
+def replica_policy() -> str:
+    return yaml.safe_dump(
+        {
+            "name": "cluster-e2e",
+            "identity": {"account": [{"header": "x-account-id"}]},
+            "routes": [{"path": "/v1/chat/completions", "dialect": "openai-chat"}],
+            "tiers": {
+                "default": {
+                    "requests": "1000/minute",
+                    "tokens": "10000000/minute",
+                    "concurrency": 500,
+                    "max_output_tokens": 100,
+                }
+            },
+            "clustering": {
+                "threshold": 1.0,
+                "signals": {"payment": {"header": CARD, "weight": 1.0, "max_fanout": 1000}},
+            },
+            "clusters": {"requests": "50/minute"},
+            "storage": {"timeout": 5},
+        },
+        sort_keys=False,
+    )
+
+
+async def test_two_replicas_on_a_cluster_share_one_cluster_quota_under_load(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    upstream = kit.build_upstream(kit.Upstream())
+    clock = kit.Clock()
+    first = await guarded(upstream, replica_policy(), clock=clock)
+    second = await guarded(upstream, replica_policy(), clock=clock)
+
+    async def chat(replica: Any, account: str) -> int:
+        response = await replica.client.post(
+            "/v1/chat/completions",
+            json={"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-account-id": account, CARD: "card-shared"},
+        )
+        return int(response.status_code)
+
+    # Link the two accounts (one per replica) through their shared card first.
+    assert await chat(first, "ring-a") == 200
+    await first.guard.drain()
+    assert await chat(second, "ring-b") == 200
+    await second.guard.drain()
+    # 200 concurrent requests over both replicas: the cluster's 50/minute is one quota.
+    statuses = await asyncio.gather(
+        *(chat(first if i % 2 else second, "ring-a" if i % 2 else "ring-b") for i in range(200))
+    )
+    assert statuses.count(200) == 48 and statuses.count(429) == 152
+    for replica in (first, second):
+        await replica.guard.drain()
+        text = generate_latest(replica.registry).decode()
+        errors = [
+            line
+            for line in text.splitlines()
+            if line.startswith("hydraguard_storage_errors_total{") and not line.endswith(" 0.0")
+        ]
+        assert errors == []
