@@ -16,7 +16,7 @@ from redis_server import RedisClusterServers
 
 from hydraguard import load_policy
 from hydraguard.admit.plan import Planner
-from hydraguard.storage.base import Check, Lease
+from hydraguard.storage.base import Charge, Check, Lease
 from hydraguard.storage.redis import RedisStorage
 
 pytestmark = pytest.mark.redis
@@ -67,6 +67,34 @@ async def test_a_refusal_in_a_later_slot_undoes_the_earlier_ones(storage_uri: st
     assert not refused.admitted and refused.refusing == [3]
     # The account's and the cluster's slots had reserved first; that was undone.
     assert await storage.usage(checks, T0 + 2) == [1.0, 0.0, 1.0, 1.0]
+    await storage.aclose()
+
+
+async def test_a_batch_of_settlements_over_many_slots_settles_every_one(
+    storage_uri: str,
+) -> None:
+    storage = RedisStorage(storage_uri, timeout=5.0)
+    plans = [Planner(load_policy()).plan(f"acct-{i}", "default", 100, f"c-{i}") for i in range(50)]
+    verdicts = await asyncio.gather(
+        *(storage.acquire(plan.checks, T0 + 1, f"l{i}", 600) for i, plan in enumerate(plans))
+    )
+    assert all(v.admitted for v in verdicts)
+    for i, (plan, verdict) in enumerate(zip(plans, verdicts, strict=True)):
+        storage.settle(  # the 50 responses end in one loop turn: one batch, ~100 slots
+            [
+                Charge(plan.checks[t].key, plan.checks[t].window, verdict.window_ids[t], -70)
+                for t in plan.token_checks
+            ],
+            [Lease(plan.checks[c].key, f"l{i}") for c in plan.lease_checks],
+            T0 + 2,
+        )
+    await storage.drain()
+    for plan in plans:
+        usage = await storage.usage(plan.checks, T0 + 2)
+        for t in plan.token_checks:
+            # Each account's and cluster's token windows hold 30; the global one all 50 x 30.
+            assert usage[t] == (1500.0 if plan.checks[t].key.startswith("hg:{g}") else 30.0)
+        assert [usage[c] for c in plan.lease_checks] == [0.0, 0.0]
     await storage.aclose()
 
 

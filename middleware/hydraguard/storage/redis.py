@@ -286,12 +286,13 @@ class RedisStorage(Storage):
 
     async def _change(self, changes: Sequence[tuple[int, str, int, Any, float]], now: float) -> int:
         """Run settle.lua over (mode, key, window, window id or lease id, amount) changes:
-        one call on a single node, one per hash tag on a Cluster. Returns the fields removed."""
+        one call on a single node; on a Cluster one per hash tag, concurrently (a batch of
+        settlements spans many accounts). Returns the fields removed."""
         groups: dict[str, list[tuple[int, str, int, Any, float]]] = {}
         for change in changes:
             groups.setdefault(hash_tag(change[1]) if self.cluster else "", []).append(change)
-        removed = 0
-        for group in groups.values():
+
+        async def run(group: list[tuple[int, str, int, Any, float]]) -> int:
             keys: list[str] = []
             index: dict[str, int] = {}
             spec: list[Any] = [now]
@@ -302,8 +303,11 @@ class RedisStorage(Storage):
                     k = index[state_key] = len(keys) + 1
                     keys.append(state_key)
                 spec += (mode, k, field, window, window_id, amount)
-            removed += int(await self._run(self._settle, keys, orjson.dumps(spec)))
-        return removed
+            return int(await self._run(self._settle, keys, orjson.dumps(spec)))
+
+        if len(groups) == 1:
+            return await run(next(iter(groups.values())))
+        return sum(await asyncio.gather(*map(run, groups.values())))
 
     async def _states(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The subjects' states of ``keys`` (check keys), read with one MGET."""
