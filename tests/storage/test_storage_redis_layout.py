@@ -11,13 +11,16 @@ from typing import Any
 import msgpack
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 from redis.exceptions import DataError
 
 from hydraguard import load_policy
 from hydraguard.admit.plan import Planner
+from hydraguard.metrics import metrics_for
 from hydraguard.storage.base import Charge, Check, Lease
 from hydraguard.storage.redis import RedisStorage, split_key
 from hydraguard.storage.redis_packing import HiredisPacking
+from hydraguard.storage.resilient import ResilientStorage
 
 pytestmark = pytest.mark.redis
 
@@ -212,6 +215,19 @@ async def test_concurrent_calls_meeting_noscript_load_the_script_once(
     assert all(v.admitted for v in verdicts)
     assert len(loads) == 1
     assert await storage.usage([check], T0 + 2) == [101.0]
+
+
+async def test_failed_settlements_are_counted_in_the_metrics() -> None:
+    registry = CollectorRegistry()
+    dead = RedisStorage("redis://127.0.0.1:1/0", timeout=0.2)  # nothing listens on port 1
+    storage = ResilientStorage(dead, load_policy().storage, metrics_for(registry))
+    dead.settle([], [Lease("hg:{a:q}:c", "l1")], T0)
+    dead.settle([], [Lease("hg:{a:q}:c", "l2")], T0)  # same loop turn: one batch, one error
+    await dead.drain()
+    assert registry.get_sample_value(
+        "hydraguard_storage_errors_total", {"operation": "settle"}
+    ) == pytest.approx(1.0)
+    await storage.aclose()
 
 
 async def test_hiredis_packing_matches_redis_py() -> None:

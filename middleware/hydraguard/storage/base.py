@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -67,6 +67,9 @@ class Storage(ABC):
 
     uri: str
     shared: bool  # True when several processes see the same counts
+    # Called once per batch of background settlements that failed (ResilientStorage counts
+    # them in hydraguard_storage_errors_total{operation="settle"}).
+    on_settle_error: Callable[[], None] | None = None
 
     @abstractmethod
     async def acquire(

@@ -278,6 +278,8 @@ class RedisStorage(Storage):
                     len(batch),
                     exc,
                 )
+                if self.on_settle_error is not None:
+                    self.on_settle_error()
 
     async def _settle_now(
         self, charges: Sequence[Charge], leases: Sequence[Lease], now: float

@@ -71,6 +71,7 @@ class ResilientStorage:
         self.primary = primary
         self.settings = settings
         self.metrics = metrics
+        primary.on_settle_error = metrics.storage_errors.labels("settle").inc
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset)
         self.local = MemoryStorage("memory://local", sliding=getattr(primary, "sliding", True))
         self.direct = not primary.shared  # memory storage cannot fail: no timeout or breaker
