@@ -73,6 +73,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     counter = 0
 
+    acquire_cpu: list[float] = []
+
     async def ping() -> None:
         await ping_client.ping()
 
@@ -81,9 +83,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         counter += 1
         plan = plans[counter % len(plans)]
         lease_id = f"bench-{counter}"
+        cpu_began = time.process_time()
         began = time.perf_counter()
         verdict = await storage.acquire(plan.checks, time.time(), lease_id, 600.0)
         timings["hydraguard"].append(time.perf_counter() - began)
+        acquire_cpu.append(time.process_time() - cpu_began)
         if not verdict.admitted:
             raise SystemExit(f"HydraGuard refused a benchmark decision: {verdict}")
         storage.settle(
@@ -114,9 +118,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.warmup):
             await call()
     timings = {name: [] for name in rows}
+    cpu: dict[str, list[float]] = {name: [] for name in rows}
+    acquire_cpu.clear()
     for rep in range(args.reps):
         for name in list(rows)[rep % len(rows) :] + list(rows)[: rep % len(rows)]:
             call = rows[name]
+            cpu_began = time.process_time()
             for _ in range(args.calls):
                 if name == "hydraguard":
                     await call()  # times only the acquire, not the lease release
@@ -124,6 +131,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 began = time.perf_counter()
                 await call()
                 timings[name].append(time.perf_counter() - began)
+            if name == "hydraguard":  # the acquire alone, not the lease release after it
+                cpu[name].append(sum(acquire_cpu) / len(acquire_cpu))
+                acquire_cpu.clear()
+            else:
+                cpu[name].append((time.process_time() - cpu_began) / args.calls)
+    server_us = await _script_server_time(ping_client, hydraguard, args.calls, storage._acquire.sha)
     await _cleanup(ping_client, prefix)
     await storage.aclose()
 
@@ -136,7 +149,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "median_us": median * 1e6,
             "p99_us": percentile(values, 0.99) * 1e6,
             "x_ping": median / floor,
+            # The benchmark process's CPU per call (for HydraGuard, the acquire only).
+            "client_cpu_us": statistics.median(cpu[name]) * 1e6,
         }
+    if server_us is not None:
+        results["hydraguard"]["server_us"] = server_us
     for name in results:
         if name.startswith("limits"):
             results[name]["x_hydraguard"] = (
@@ -157,6 +174,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def _script_server_time(
+    client: aioredis.Redis, decide: Callable[[], Awaitable[None]], calls: int, sha: str
+) -> float | None:
+    """Median server time of the decision's script ``sha`` (SLOWLOG with a 0 µs threshold,
+    over ``calls`` more decisions; their lease releases run another script and are left
+    out); None where CONFIG is not allowed (a managed Redis)."""
+    try:
+        saved = await client.config_get("slowlog-*")
+        await client.config_set("slowlog-log-slower-than", 0)
+        await client.config_set("slowlog-max-len", max(calls * 3, 128))
+    except aioredis.ResponseError:
+        return None
+    try:
+        await client.slowlog_reset()
+        for _ in range(calls):
+            await decide()
+        entries = await client.slowlog_get(calls * 3)
+    finally:
+        for name, value in saved.items():
+            await client.config_set(name, value)
+    mine = b"EVALSHA " + sha.encode()
+    durations = [e["duration"] for e in entries if (e.get("command") or b"").startswith(mine)]
+    return float(statistics.median(durations)) if durations else None
+
+
 async def _cleanup(client: aioredis.Redis, prefix: str) -> None:
     async for key in client.scan_iter(match=f"*{prefix}*", count=1000):
         await client.delete(key)
@@ -173,12 +215,15 @@ def hiredis_version() -> str | None:
 def table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['redis']}, {report['calls']} calls x {report['reps']} reps, sequential",
-        f"{'decision':<12} {'median µs':>10} {'p99 µs':>8} {'x PING':>7} {'x HydraGuard':>13}",
+        f"{'decision':<12} {'median µs':>10} {'p99 µs':>8} {'x PING':>7} {'x HydraGuard':>13}"
+        f" {'client CPU µs':>14} {'script µs':>10}",
     ]
     for name, r in report["results"].items():
         vs = f"{r['x_hydraguard']:.2f}" if "x_hydraguard" in r else "-"
+        server = f"{r['server_us']:.0f}" if "server_us" in r else "-"
         lines.append(
             f"{name:<12} {r['median_us']:>10.0f} {r['p99_us']:>8.0f} {r['x_ping']:>7.2f} {vs:>13}"
+            f" {r['client_cpu_us']:>14.0f} {server:>10}"
         )
     return "\n".join(lines)
 

@@ -164,15 +164,21 @@ def render(command: str) -> str:
             "",
             f"{redis['calls']} calls x {redis['reps']} repetitions per row, interleaved. "
             f"HydraGuard checks and reserves {redis['hydraguard_checks']} limits in one call; "
-            "`limits-N` hits N window limits one by one.",
+            "`limits-N` hits N window limits one by one. Client CPU: the benchmark process's "
+            "CPU time per call (HydraGuard: the acquire alone). Script: the decision script's "
+            "own time in the server (median `SLOWLOG` duration over one more pass).",
             "",
-            "| decision | median µs | p99 µs | x PING | x HydraGuard |",
-            "|---|---:|---:|---:|---:|",
+            "| decision | median µs | p99 µs | x PING | x HydraGuard | client CPU µs "
+            "| script µs (server) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in redis["results"].items():
             vs = f"{r['x_hydraguard']:.2f}" if "x_hydraguard" in r else ""
+            cpu = f"{r['client_cpu_us']:.0f}" if "client_cpu_us" in r else ""
+            server = f"{r['server_us']:.0f}" if "server_us" in r else ""
             lines.append(
-                f"| {name} | {r['median_us']:.0f} | {r['p99_us']:.0f} | {r['x_ping']:.2f} | {vs} |"
+                f"| {name} | {r['median_us']:.0f} | {r['p99_us']:.0f} | {r['x_ping']:.2f} | {vs} "
+                f"| {cpu} | {server} |"
             )
         lines.append("")
         x_ping = redis["results"]["hydraguard"]["x_ping"]
