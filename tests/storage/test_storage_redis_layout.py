@@ -217,6 +217,41 @@ async def test_concurrent_calls_meeting_noscript_load_the_script_once(
     assert await storage.usage([check], T0 + 2) == [101.0]
 
 
+async def test_concurrent_decisions_share_round_trips_and_stay_exact(
+    storage: RedisStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[int] = []  # commands per round trip
+    run, pipeline = storage._run, storage.client.pipeline
+
+    async def direct(script: Any, keys: Sequence[str], *args: Any) -> Any:
+        if script is storage._acquire:
+            trips.append(1)
+        return await run(script, keys, *args)
+
+    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def counted_execute(*a: Any, **k: Any) -> Any:
+            trips.append(len(pipe.command_stack))
+            return await execute(*a, **k)
+
+        pipe.execute = counted_execute
+        return pipe
+
+    monkeypatch.setattr(storage, "_run", direct)
+    monkeypatch.setattr(storage.client, "pipeline", counted_pipeline)
+    check = Check("hg:{a:p}:r60", 50, 60, 1)
+    other = Check("hg:{g}:t60", 1_000_000, 60, 3)
+    verdicts = await asyncio.gather(
+        *(storage.acquire([other, check], T0 + 1, f"l{i}", 30) for i in range(200))
+    )
+    assert sum(v.admitted for v in verdicts) == 50
+    assert await storage.usage([other, check], T0 + 1) == [150.0, 50.0]
+    assert sum(trips) == 200  # every decision sent once...
+    assert len(trips) <= 10  # ...in a few round trips, not 200
+
+
 async def test_failed_settlements_are_counted_in_the_metrics() -> None:
     registry = CollectorRegistry()
     dead = RedisStorage("redis://127.0.0.1:1/0", timeout=0.2)  # nothing listens on port 1
