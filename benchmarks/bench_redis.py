@@ -137,6 +137,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 cpu[name].append((time.process_time() - cpu_began) / args.calls)
     server_us = await _script_server_time(ping_client, hydraguard, args.calls, storage._acquire.sha)
+    concurrent = await _concurrent(storage, plans, args.concurrency, args.calls * args.reps)
     await _cleanup(ping_client, prefix)
     await storage.aclose()
 
@@ -171,6 +172,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "loadavg_after": os.getloadavg(),
         "results": results,
+        "concurrent": concurrent,
+    }
+
+
+async def _concurrent(
+    storage: RedisStorage, plans: list[Plan], workers: int, decisions: int
+) -> dict[str, float]:
+    """``decisions`` decisions by ``workers`` concurrent tasks (each: acquire, then release
+    the lease in the background, as a request does): decisions per second and the client's
+    CPU per decision, which is what concurrent requests on one process contend for."""
+    todo = iter(range(decisions))
+
+    async def worker() -> None:
+        for i in todo:
+            plan = plans[i % len(plans)]
+            lease_id = f"concurrent-{i}"
+            verdict = await storage.acquire(plan.checks, time.time(), lease_id, 600.0)
+            if not verdict.admitted:
+                raise SystemExit(f"HydraGuard refused a benchmark decision: {verdict}")
+            leases = [Lease(plan.checks[c].key, lease_id) for c in plan.lease_checks]
+            storage.settle([], leases, time.time())
+
+    cpu_began, began = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    await storage.drain()
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    return {
+        "workers": workers,
+        "decisions": decisions,
+        "per_second": decisions / wall,
+        "client_cpu_us": cpu / decisions * 1e6,
     }
 
 
@@ -225,6 +257,11 @@ def table(report: dict[str, Any]) -> str:
             f"{name:<12} {r['median_us']:>10.0f} {r['p99_us']:>8.0f} {r['x_ping']:>7.2f} {vs:>13}"
             f" {r['client_cpu_us']:>14.0f} {server:>10}"
         )
+    c = report["concurrent"]
+    lines.append(
+        f"{c['workers']} concurrent workers, {c['decisions']} decisions (acquire + release): "
+        f"{c['per_second']:.0f} decisions/s, client CPU {c['client_cpu_us']:.0f} µs a decision"
+    )
     return "\n".join(lines)
 
 
@@ -235,6 +272,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="workers of the concurrent pass"
+    )
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
     print(table(report))

@@ -181,6 +181,14 @@ def render(command: str) -> str:
                 f"| {cpu} | {server} |"
             )
         lines.append("")
+        c = redis.get("concurrent")
+        if c is not None:
+            lines += [
+                f"Concurrently, {c['workers']} workers on one client (each decision followed by "
+                f"its lease release, as a request does): {c['per_second']:,.0f} decisions/s, "
+                f"{c['client_cpu_us']:.0f} µs of client CPU a decision.",
+                "",
+            ]
         x_ping = redis["results"]["hydraguard"]["x_ping"]
         peer = f"limits-{redis['limits_per_decision']}"
         x_peer = redis["results"][peer]["x_hydraguard"]
