@@ -177,6 +177,61 @@ async def test_slow_redis_is_bounded_by_the_timeout(
     await blocker.aclose()
 
 
+async def test_concurrent_decisions_on_a_slow_redis_time_out_together_then_recover(
+    guards: list[HydraGuard], server: RedisServer
+) -> None:
+    """Concurrent decisions travel together (one pipeline): when Redis stalls they all fall
+    back within the timeout, none is left hanging, and the batch answering late breaks
+    nothing (no exception left unretrieved); afterwards decisions are counted again."""
+    import redis.asyncio as aredis
+
+    problems: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: problems.append(context))
+    registry = CollectorRegistry()
+    guard = HydraGuard(
+        UPSTREAM, policy=policy("open", timeout=0.05), storage=server.url, registry=registry
+    )
+    guards.append(guard)
+    blocker = aredis.Redis(port=server.port)
+    async with client_for(guard) as client:
+        assert (await post(client)).status_code == 200
+        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        stalled = await asyncio.gather(*(post(client, f"slow-{i}") for i in range(40)))
+        elapsed = time.monotonic() - started
+        await sleeper
+        await guard.drain()
+        await asyncio.sleep(0.6)  # the breaker (reset 0.5 s) lets a probe through again
+        after = await asyncio.gather(*(post(client, f"after-{i}") for i in range(40)))
+        # Decisions are counted on Redis again once a probe has closed the breaker (on a
+        # loaded machine a probe can itself miss the 50 ms timeout: allow a few seconds).
+        deadline = time.monotonic() + 5
+        while True:
+            final = await post(client, "final")
+            await guard.drain()
+            plan = guard.guard.gate.planner.plan("final", "default", 0)
+            if (await guard.storage.primary.usage(plan.checks, time.time()))[1] >= 1:
+                break
+            assert time.monotonic() < deadline, "decisions never went back to Redis"
+            await asyncio.sleep(0.1)
+    assert {r.status_code for r in stalled} == {200}
+    assert elapsed < 0.45  # the server sleeps 0.5 s: nobody waited for it
+    assert {r.status_code for r in [*after, final]} == {200}
+    fallbacks = registry.get_sample_value(
+        "hydraguard_decisions_total",
+        {
+            "policy": "default",
+            "route": "/v1/chat/completions",
+            "decision": "storage_open",
+            "rule": "none",
+        },
+    )
+    assert fallbacks is not None and fallbacks >= 40
+    assert problems == []
+    await blocker.aclose()
+
+
 async def test_recovery_under_load_is_automatic(
     guards: list[HydraGuard], server: RedisServer
 ) -> None:
