@@ -3,7 +3,9 @@ and on Redis (the ``harness`` fixture in conftest.py)."""
 
 from __future__ import annotations
 
+import gc
 import os
+import tracemalloc
 import uuid
 from typing import Any
 
@@ -38,6 +40,9 @@ class MemoryBackend:
 
     async def cluster_of(self, account: str) -> str:
         return self.index.cluster_of(account)
+
+    async def sweep(self, now: float, limit: int = 100) -> list[str]:
+        return self.index.sweep(now, limit)
 
     async def link(self, a: str, b: str, reason: str, ts: float) -> str:
         return self.index.link(a, b, reason, ts)
@@ -80,6 +85,25 @@ class Harness:
             on_merge=lambda old, new: self.merges.append((old, new)),
             on_split=lambda old, new: self.splits.append((old, new)),
         )
+
+    async def footprint(self) -> tuple[int, dict[str, int]]:
+        """Bytes the index holds, and (Redis) its keys with their number of fields.
+
+        Memory: bytes traced by tracemalloc (the caller starts it) in the whole process.
+        Redis: the sum of MEMORY USAGE over the index's keys."""
+        if self.kind == "memory":
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0], {}
+        client, prefix = self._closers[-1]
+        fields: dict[str, int] = {}
+        used = 0
+        async for raw in client.scan_iter(match=f"{{{prefix}}}*", count=1000):
+            key = raw.decode()
+            kind = (await client.type(key)).decode()
+            count = {"hash": client.hlen, "set": client.scard, "zset": client.zcard}.get(kind)
+            fields[key.removeprefix(f"{{{prefix}}}:")] = await count(key) if count else 1
+            used += await client.memory_usage(key)
+        return used, fields
 
     async def close(self) -> None:
         for client, prefix in self._closers:

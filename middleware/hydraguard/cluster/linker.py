@@ -6,6 +6,10 @@ in this process is decided on the mapping as last read from Redis while the new
 evidence is linked in the background (so a replica learns a merge one request late);
 an account new to this process is linked first, so its first request already counts
 against its cluster.
+
+With a ``retention``, idle accounts never linked are forgotten: the memory index does it
+as it observes, a Redis-backed process asks the script to forget a bounded batch now
+and then, in the background.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from .signals import SignalExtractor
 log = logging.getLogger("hydraguard.cluster")
 _CACHE = 200_000  # accounts whose mapping a Redis-backed process remembers
 _REFRESH = 10.0  # seconds before an unchanged account is linked again (Redis)
+_SWEEP_EVERY = 1.0  # seconds between a Redis-backed process's retention sweeps
+_SWEEP_BATCH = 100  # idle accounts one sweep examines (one script call of a few ms at most)
 
 
 class Linker:
@@ -53,6 +59,7 @@ class Linker:
         self._pending = Background()
         self._stats: ClusterStats | None = None
         self._stale = self._refreshing = False
+        self._next_sweep = float("-inf")
 
     def _merged(self, absorbed: list[str], survivor: str) -> None:
         self.merges.append((list(absorbed), survivor))
@@ -81,10 +88,14 @@ class Linker:
         if not self.shared:
             # An account usually sends the same signals every time: nothing new to link.
             seen = self._last.get(account)
-            if seen is not None and seen[0] == signals:
+            # touch() is False when retention forgot the account: it is observed afresh.
+            if seen is not None and seen[0] == signals and self.index.touch(account, now):
                 return self.index.cluster_and_size(account)  # type: ignore[no-any-return]
             self._seen(account, signals, now)
             return self.index.observe_sized(account, signals, now)  # type: ignore[no-any-return]
+        if self.config.retention and now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY
+            self._pending.spawn(self._sweep(now))
         known = self._known.get(account)
         if known is None or known[0] in self._absorbed:
             try:
@@ -104,6 +115,18 @@ class Linker:
             self._seen(account, signals, now)
             self._background(account, signals, now)
         return known
+
+    async def _sweep(self, now: float) -> None:
+        try:
+            gone = await self.index.sweep(now, _SWEEP_BATCH)
+        except Exception as exc:  # retention is housekeeping: the next sweep tries again
+            log.debug("hydraguard: retention sweep failed: %r", exc)
+            return
+        if gone:
+            self.forget(*gone)
+            self._changed()
+        if len(gone) == _SWEEP_BATCH:
+            self._next_sweep = now  # more may be due: the next request sweeps again
 
     def _seen(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> None:
         if len(self._last) > _CACHE:
