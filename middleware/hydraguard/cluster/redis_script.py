@@ -243,7 +243,11 @@ local function forget(a)
     local vkey = B..'v:'..f
     if redis.call('ZREM', vkey, a) == 1 then  -- else a saturated weak value, holders gone
       local left = redis.call('ZRANGE', vkey, 0, -1)
-      for _, b in ipairs(left) do redis.call('HDEL', EV, pair(a, b)) end
+      local pairs = {}
+      for i, b in ipairs(left) do pairs[i] = pair(a, b) end
+      for i = 1, #pairs, 1000 do
+        redis.call('HDEL', EV, unpack(pairs, i, math.min(i + 999, #pairs)))
+      end
       if #left == 0 then
         redis.call('HDEL', FIRST, f)
         redis.call('SREM', SAT, f)
