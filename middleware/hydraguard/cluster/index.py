@@ -92,8 +92,7 @@ class ClusterIndex:
         """Record the account's signal values; returns its (possibly new) cluster id."""
         a = self._intern(account)
         if self._idle is not None:
-            self._idle.touch(a, ts)
-            self.sweep(ts, _SWEEP_PER_OBSERVE)
+            self._active(a, ts)
         if self.config.enabled:
             for name, values in signals.items():
                 s = self._signal_ids[name]
@@ -223,9 +222,15 @@ class ClusterIndex:
         if a is None:
             return False
         if self._idle is not None:
-            self._idle.touch(a, ts)
-            self.sweep(ts, _SWEEP_PER_OBSERVE)
+            self._active(a, ts)
         return True
+
+    def _active(self, a: int, ts: float) -> None:
+        idle = self._idle
+        assert idle is not None
+        idle.touch(a, ts)
+        if ts > idle.next_due:
+            self.sweep(ts, _SWEEP_PER_OBSERVE)
 
     def sweep(self, now: float, limit: int = 100) -> list[str]:
         """Forget up to ``limit`` accounts unseen for longer than ``retention`` and never

@@ -34,9 +34,15 @@ class IdleQueue:
     def __init__(self, retention: float) -> None:
         self.retention = retention
         self._last: OrderedDict[int, float] = OrderedDict()
+        # No account is idle before this time: observations compare against it and only
+        # then sweep, so the common case allocates nothing (sweeping on every observation
+        # cost +17% time linking 200,000 accounts, mostly garbage-collector pressure).
+        self.next_due = float("inf")
 
     def touch(self, a: int, ts: float) -> None:
         last = self._last
+        if not last:
+            self.next_due = ts + self.retention
         before = last.pop(a, None)
         # Observations may come slightly out of order (learning happens after the response).
         last[a] = ts if before is None or ts > before else before
@@ -45,12 +51,17 @@ class IdleQueue:
         """Up to ``limit`` accounts unseen for longer than retention, taken off the queue."""
         cutoff, last = now - self.retention, self._last
         out: list[int] = []
-        while last and len(out) < limit:
+        while last:
             a, ts = next(iter(last.items()))
             if ts >= cutoff:
-                break
+                self.next_due = ts + self.retention
+                return out
+            if len(out) == limit:
+                self.next_due = float("-inf")  # more are due
+                return out
             del last[a]
             out.append(a)
+        self.next_due = float("inf")
         return out
 
     def __len__(self) -> int:
