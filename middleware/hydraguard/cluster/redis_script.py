@@ -243,10 +243,10 @@ local function forget(a)
     local vkey = B..'v:'..f
     if redis.call('ZREM', vkey, a) == 1 then  -- else a saturated weak value, holders gone
       local left = redis.call('ZRANGE', vkey, 0, -1)
-      local pairs = {}
-      for i, b in ipairs(left) do pairs[i] = pair(a, b) end
-      for i = 1, #pairs, 1000 do
-        redis.call('HDEL', EV, unpack(pairs, i, math.min(i + 999, #pairs)))
+      local pks = {}  -- its pending evidence with each co-holder, deleted 1000 at a time
+      for i, b in ipairs(left) do pks[i] = pair(a, b) end
+      for i = 1, #pks, 1000 do
+        redis.call('HDEL', EV, unpack(pks, i, math.min(i + 999, #pks)))
       end
       if #left == 0 then
         redis.call('HDEL', FIRST, f)
