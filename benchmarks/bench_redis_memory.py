@@ -71,7 +71,7 @@ async def measure_linking(url: str, accounts: int) -> tuple[float, float, int]:
     later = now + config.retention + 1
     while await index.sweep(later, 100):
         pass
-    time.sleep(0.5)  # Redis shrinks its emptied key table in its periodic task
+    await asyncio.sleep(0.5)  # Redis shrinks its emptied key table in its periodic task
     swept, keys = sync.info("memory")["used_memory"] - before, sync.dbsize()
     sync.flushdb()
     sync.close()
