@@ -6,8 +6,11 @@ each of N fresh accounts, then INFO memory's used_memory delta / N.
 Counters expire on their own (at most 2 days after an account's last request). The
 linking index does not: a second figure is its memory per account after each of N
 accounts was linked with the default policy's signals (its own card and device, a JA4
-shared by many, a /24 shared by a few, no template). The database named by --url is
-flushed before and after each measurement.
+shared by many, a /24 shared by a few, no template). None of them is linked to another,
+so once they are idle for longer than the policy's ``clustering.retention`` (90 days)
+the sweep forgets them: a third figure is what is left per account after sweeping
+(batches of 100, as the middleware sends them). The database named by --url is flushed
+before and after each measurement.
 """
 
 from __future__ import annotations
@@ -46,13 +49,15 @@ async def measure(url: str, accounts: int) -> tuple[int, float]:
     return keys, used / accounts
 
 
-async def measure_linking(url: str, accounts: int) -> float:
-    """used_memory delta / N after N accounts went through the Redis linking index."""
+async def measure_linking(url: str, accounts: int) -> tuple[float, float, int]:
+    """used_memory delta / N after N accounts went through the Redis linking index, the
+    same after the idle accounts were swept, and the number of keys left."""
     sync = redis.Redis.from_url(url)
     sync.flushdb()
     before = sync.info("memory")["used_memory"]
     storage = RedisStorage(url)
-    index = RedisClusterIndex(storage.client, load_policy().clustering)
+    config = load_policy().clustering
+    index = RedisClusterIndex(storage.client, config)
     now = time.time()
     for i in range(accounts):
         signals = {
@@ -63,10 +68,15 @@ async def measure_linking(url: str, accounts: int) -> float:
         }
         await index.observe_sized(f"acct-{i:06d}", signals, now)
     used = sync.info("memory")["used_memory"] - before
+    later = now + config.retention + 1
+    while await index.sweep(later, 100):
+        pass
+    await asyncio.sleep(0.5)  # Redis shrinks its emptied key table in its periodic task
+    swept, keys = sync.info("memory")["used_memory"] - before, sync.dbsize()
     sync.flushdb()
     sync.close()
     await storage.aclose()
-    return used / accounts
+    return used / accounts, swept / accounts, keys
 
 
 def main() -> None:
@@ -78,8 +88,12 @@ def main() -> None:
     print(
         f"{args.accounts} accounts: {keys} keys, {per_account:.0f} bytes of Redis memory per account"
     )
-    linking = asyncio.run(measure_linking(args.url, args.accounts))
+    linking, swept, keys = asyncio.run(measure_linking(args.url, args.accounts))
     print(f"linking index: {linking:.0f} bytes of Redis memory per account (no expiry)")
+    print(
+        f"linking index after the idle accounts were swept (retention): {swept:.0f} bytes"
+        f" per account, {keys} keys left"
+    )
 
 
 if __name__ == "__main__":

@@ -78,3 +78,25 @@ def test_manual_is_a_reserved_signal_name() -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(ValidationError):
         ClusteringConfig().threshold = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("90d", 7_776_000.0), ("12h", 43_200.0), (3600, 3600.0), ("0", 0.0), (0, 0.0), (None, 0.0)],
+)
+def test_retention_is_a_duration_and_zero_or_null_keeps_everything(
+    raw: object, seconds: float
+) -> None:
+    assert ClusteringConfig.model_validate({"retention": raw}).retention == seconds
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"), [(-1, "greater than or equal to 0"), ("soon", "not a duration")]
+)
+def test_invalid_retention_is_rejected(raw: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ClusteringConfig.model_validate({"retention": raw})
+
+
+def test_the_default_retention_is_90_days() -> None:
+    assert ClusteringConfig().retention == 90 * 86400 == load_policy().clustering.retention

@@ -76,6 +76,9 @@ class Components:
                     return False
         return True
 
+    def constrained(self, x: int) -> bool:
+        return bool(self._forbidden.get(x))
+
     def forbid(self, a: int, b: int) -> None:
         self._forbidden.setdefault(a, set()).add(b)
         self._forbidden.setdefault(b, set()).add(a)

@@ -16,9 +16,18 @@ a rare JA4 (1.1), device + template + subnet (1.2) or several shared templates
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from ..assess.config import parse_duration
 
 RESERVED_SIGNALS = frozenset({"manual"})  # "manual" names operator links in explanations
 
@@ -121,10 +130,28 @@ def default_signals() -> dict[str, SignalSpec]:
     }
 
 
+def _keep_forever_when_null(value: Any) -> Any:
+    return 0.0 if value is None else parse_duration(value)
+
+
+# Seconds, or "90d"; 0 or null keeps every account forever.
+Retention = Annotated[float, BeforeValidator(_keep_forever_when_null), Field(ge=0.0)]
+
+# 90 days: an account unlinked and unseen that long is forgotten (a linked one never is).
+# Forgetting costs little: an idle account spends no quota, and when it comes back it is
+# observed afresh and links to whoever holds its card, device or org at that moment; what
+# is lost is weak evidence it half-shared with others (a subnet, templates) and its
+# history. 90 days spans three monthly billing cycles and the weeks-long quiet spells of
+# a campaign, while the index holds only accounts seen in the last quarter instead of
+# every account ever seen.
+DEFAULT_RETENTION = 90 * 86400.0
+
+
 class ClusteringConfig(Strict):
     enabled: bool = True
     threshold: Annotated[float, Field(gt=0.0)] = 1.0
     signals: dict[str, SignalSpec] = Field(default_factory=default_signals)
+    retention: Retention = DEFAULT_RETENTION
 
     @field_validator("signals")
     @classmethod

@@ -36,8 +36,12 @@ from .model import (
     cluster_id,
     size_bucket,
 )
+from .retention import FORGOTTEN, IdleQueue, forgettable, release_values
 
 _EPSILON = 1e-9  # weights are floats: 0.1 + 0.2 must still reach 0.3
+# Idle accounts examined per observation: more than the one a new account adds, so the
+# queue of accounts to forget never falls behind, and a bounded cost per request.
+_SWEEP_PER_OBSERVE = 2
 
 
 class ClusterIndex:
@@ -64,14 +68,15 @@ class ClusterIndex:
         self.value_text: list[str] = []
         # vid -> holders: one account, a set of them, or None once a weak value saturated
         self.holders: list[int | set[int] | None] = []
+        self._free_values: list[int] = []  # numbers of values nobody holds any more
         self.saturated: set[int] = set()
-        self._first: dict[int, int] = {}  # strong vid -> its first holder, whom newcomers join
+        self.first: dict[int, int] = {}  # strong vid -> its first holder, whom newcomers join
         # accounts, interned: name -> index
         self._accounts: dict[str, int] = {}
         self.account_names: list[str] = []
         self.seen: list[list[float]] = []  # account -> [vid, first_seen, vid, first_seen, ...]
         self.uf = Components()
-        self._evidence: dict[int, float] = {}  # pair -> summed weight of live shared weak values
+        self.evidence: dict[int, float] = {}  # pair -> summed weight of live shared weak values
         self.edges: dict[int, float] = {}  # pair -> when it linked (weak evidence or operator)
         self.manual: dict[int, tuple[str, float]] = {}  # pair -> (reason, when)
         self.adjacent: dict[int, list[int]] = {}
@@ -79,12 +84,15 @@ class ClusterIndex:
         self._links = Counter[str]()
         self.merges = 0
         self._cids: dict[int, str] = {}
+        self._idle = IdleQueue(config.retention) if config.retention > 0 else None
 
     # -- the request path -------------------------------------------------
 
     def observe(self, account: str, signals: dict[str, tuple[str, ...]], ts: float) -> str:
         """Record the account's signal values; returns its (possibly new) cluster id."""
         a = self._intern(account)
+        if self._idle is not None:
+            self._active(a, ts)
         if self.config.enabled:
             for name, values in signals.items():
                 s = self._signal_ids[name]
@@ -114,10 +122,7 @@ class ClusterIndex:
         table = self._values[s]
         vid = table.get(value)
         if vid is None:
-            table[value] = vid = len(self.value_text)
-            self.value_signal.append(s)
-            self.value_text.append(value)
-            self.holders.append(a)
+            table[value] = vid = self._new_value(s, value, a)
             self.seen[a] += (vid, ts)
             return
         holders = self.holders[vid]
@@ -132,7 +137,7 @@ class ClusterIndex:
             others: list[int] | set[int] = [holders]
             self.holders[vid] = {holders, a}
             if self.strong[s]:
-                self._first[vid] = holders
+                self.first[vid] = holders
         else:
             assert isinstance(holders, set)
             if a in holders:
@@ -144,9 +149,9 @@ class ClusterIndex:
         self.seen[a] += (vid, ts)
         if self.strong[s]:
             self._links[self.signal_names[s]] += 1
-            self._union(a, self._first[vid])
+            self._union(a, self.first[vid])
         else:
-            weight, evidence, threshold = self.weights[s], self._evidence, self._threshold
+            weight, evidence, threshold = self.weights[s], self.evidence, self._threshold
             # In arrival order, so unions (and so cluster ids) come out as in the Redis index.
             for b in sorted(others):
                 key = pair_key(a, b)
@@ -157,13 +162,23 @@ class ClusterIndex:
         if others is holders:
             holders.add(a)
 
+    def _new_value(self, s: int, value: str, holder: int) -> int:
+        if self._free_values:
+            vid = self._free_values.pop()
+            self.value_signal[vid], self.value_text[vid], self.holders[vid] = s, value, holder
+            return vid
+        self.value_signal.append(s)
+        self.value_text.append(value)
+        self.holders.append(holder)
+        return len(self.holders) - 1
+
     def _saturate(self, vid: int, s: int, holders: set[int]) -> None:
         if vid in self.saturated:
             return
         self.saturated.add(vid)
         if self.strong[s]:
             return  # its holders stay: they are the links a split replays
-        weight, evidence = self.weights[s], self._evidence
+        weight, evidence = self.weights[s], self.evidence
         ordered = sorted(holders)
         for i, x in enumerate(ordered):
             for y in ordered[i + 1 :]:
@@ -197,6 +212,52 @@ class ClusterIndex:
         self._roots[new] = kept
         if self._on_merge is not None:
             self._on_merge([old], new)
+
+    # -- retention ---------------------------------------------------------
+
+    def touch(self, account: str, ts: float) -> bool:
+        """The account was seen again with nothing new to link: it is not idle. False when
+        the index does not know it (never seen, or forgotten): observe it instead."""
+        a = self._accounts.get(account)
+        if a is None:
+            return False
+        if self._idle is not None:
+            self._active(a, ts)
+        return True
+
+    def _active(self, a: int, ts: float) -> None:
+        idle = self._idle
+        assert idle is not None
+        idle.touch(a, ts)
+        if ts > idle.next_due:
+            self.sweep(ts, _SWEEP_PER_OBSERVE)
+
+    def sweep(self, now: float, limit: int = 100) -> list[str]:
+        """Forget up to ``limit`` accounts unseen for longer than ``retention`` and never
+        linked (see ``retention.py``); returns their names. A linked account found idle
+        only leaves the queue (it is kept for good) and rejoins it when seen again."""
+        if self._idle is None:
+            return []
+        gone = []
+        for a in self._idle.pop_idle(now, limit):
+            if forgettable(self, a):
+                release_values(self, a)
+                name = self.account_names[a]
+                del self._accounts[name]
+                self._cids.pop(a, None)
+                self.account_names[a] = ""
+                self.seen[a] = FORGOTTEN
+                gone.append(name)
+        return gone
+
+    def drop_value(self, vid: int) -> None:
+        """Nobody holds the value any more: it goes, and its number is reused."""
+        del self._values[self.value_signal[vid]][self.value_text[vid]]
+        self.value_text[vid] = ""
+        self.holders[vid] = None
+        self.first.pop(vid, None)
+        self.saturated.discard(vid)
+        self._free_values.append(vid)
 
     # -- operators --------------------------------------------------------
 
@@ -293,7 +354,7 @@ class ClusterIndex:
         sizes = Counter(size_bucket(len(m)) for m in self.uf.members.values())
         return ClusterStats(
             clusters=len(self.uf.members),
-            accounts=len(self.account_names),
+            accounts=len(self._accounts),
             sizes=dict(sizes),
             links_by_signal=dict(self._links),
             saturated_values=len(self.saturated),

@@ -6,6 +6,10 @@ in this process is decided on the mapping as last read from Redis while the new
 evidence is linked in the background (so a replica learns a merge one request late);
 an account new to this process is linked first, so its first request already counts
 against its cluster.
+
+With a ``retention``, idle accounts never linked are forgotten: the memory index does it
+as it observes, a Redis-backed process asks the script to forget a bounded batch now
+and then, in the background.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ from .signals import SignalExtractor
 log = logging.getLogger("hydraguard.cluster")
 _CACHE = 200_000  # accounts whose mapping a Redis-backed process remembers
 _REFRESH = 10.0  # seconds before an unchanged account is linked again (Redis)
+# Retention sweeps of a Redis-backed process: a batch of idle accounts a second, or every
+# 0.1 s while batches come back full. A forgotten account costs the script ~50-100 us
+# (more with many co-holders of its values), so a batch holds Redis for ~1-2 ms.
+_SWEEP_EVERY = 1.0
+_SWEEP_CATCH_UP = 0.1
+_SWEEP_BATCH = 20
 
 
 class Linker:
@@ -53,6 +63,7 @@ class Linker:
         self._pending = Background()
         self._stats: ClusterStats | None = None
         self._stale = self._refreshing = False
+        self._next_sweep = float("-inf")
 
     def _merged(self, absorbed: list[str], survivor: str) -> None:
         self.merges.append((list(absorbed), survivor))
@@ -81,10 +92,14 @@ class Linker:
         if not self.shared:
             # An account usually sends the same signals every time: nothing new to link.
             seen = self._last.get(account)
-            if seen is not None and seen[0] == signals:
+            # touch() is False when retention forgot the account: it is observed afresh.
+            if seen is not None and seen[0] == signals and self.index.touch(account, now):
                 return self.index.cluster_and_size(account)  # type: ignore[no-any-return]
             self._seen(account, signals, now)
             return self.index.observe_sized(account, signals, now)  # type: ignore[no-any-return]
+        if self.config.retention and now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY
+            self._pending.spawn(self._sweep(now))
         known = self._known.get(account)
         if known is None or known[0] in self._absorbed:
             try:
@@ -104,6 +119,18 @@ class Linker:
             self._seen(account, signals, now)
             self._background(account, signals, now)
         return known
+
+    async def _sweep(self, now: float) -> None:
+        try:
+            gone = await self.index.sweep(now, _SWEEP_BATCH)
+        except Exception as exc:  # retention is housekeeping: the next sweep tries again
+            log.debug("hydraguard: retention sweep failed: %r", exc)
+            return
+        if gone:
+            self.forget(*gone)
+            self._changed()
+        if len(gone) == _SWEEP_BATCH:  # more may be due
+            self._next_sweep = min(self._next_sweep, now + _SWEEP_CATCH_UP)
 
     def _seen(self, account: str, signals: dict[str, tuple[str, ...]], now: float) -> None:
         if len(self._last) > _CACHE:

@@ -77,7 +77,7 @@ class RedisClusterIndex:
         self, account: str, signals: dict[str, tuple[str, ...]], ts: float
     ) -> tuple[str, int]:
         """Like observe, and the cluster's size (for limits that grow with membership)."""
-        args = [account, repr(ts), repr(self._threshold)]
+        args = [account, repr(ts), repr(self._threshold), "1" if self.config.retention else "0"]
         if self.config.enabled:
             for name, values in signals.items():
                 weight, fanout, strong = self._args[name]
@@ -89,6 +89,15 @@ class RedisClusterIndex:
 
     async def cluster_of(self, account: str) -> str:
         return _text(await self._call("find", account))
+
+    async def sweep(self, now: float, limit: int = 100) -> list[str]:
+        """Forget up to ``limit`` accounts unseen for longer than ``retention`` and never
+        linked, as the memory index does; returns their names. Bounded work per call: the
+        linker calls it in the background, now and then."""
+        if not self.config.retention:
+            return []
+        cutoff = now - self.config.retention
+        return [_text(a) for a in await self._call("sweep", repr(cutoff), str(limit))]
 
     # -- operators --------------------------------------------------------
 

@@ -13,7 +13,7 @@ Redis Cluster slot; KEYS[1] names it for routing):
     edge hash  pair -> when linked      man  hash  pair -> "ts\\31reason"
     adj:A set  A's edge partners        nl:A set   accounts A never links with
     roots set  roots of 2+              cids hash  cluster id -> root
-    links hash signal -> links made
+    links hash signal -> links made      last zset account -> last seen (retention on)
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ local SEP = '\31'
 local PAR, SZ, ORD, SEQ = B..'par', B..'sz', B..'ord', B..'seq'
 local SAT, FIRST, EV, EDGE, MAN = B..'sat', B..'first', B..'ev', B..'edge', B..'man'
 local ROOTS, CIDS, LINKS, NLANY = B..'roots', B..'cids', B..'links', B..'nlany'
+local LAST = B..'last'
 local EPS = 1e-9
 local merges = {}
 
@@ -230,6 +231,35 @@ local function forbid(a, b)
   redis.call('SET', NLANY, '1')
 end
 
+-- retention (see retention.py): never linked to anyone, so nothing is lost but the account
+local function forgettable(a)
+  return not redis.call('HGET', PAR, a) and size(a) == 1
+    and redis.call('EXISTS', B..'adj:'..a) == 0 and redis.call('EXISTS', B..'nl:'..a) == 0
+end
+
+local function forget(a)
+  local seen = B..'seen:'..a
+  for _, f in ipairs(redis.call('HKEYS', seen)) do
+    local vkey = B..'v:'..f
+    if redis.call('ZREM', vkey, a) == 1 then  -- else a saturated weak value, holders gone
+      local left = redis.call('ZRANGE', vkey, 0, -1)
+      local pks = {}  -- its pending evidence with each co-holder, deleted 1000 at a time
+      for i, b in ipairs(left) do pks[i] = pair(a, b) end
+      for i = 1, #pks, 1000 do
+        redis.call('HDEL', EV, unpack(pks, i, math.min(i + 999, #pks)))
+      end
+      if #left == 0 then
+        redis.call('HDEL', FIRST, f)
+        redis.call('SREM', SAT, f)
+      elseif redis.call('HGET', FIRST, f) == a then
+        redis.call('HSET', FIRST, f, left[1])
+      end
+    end
+  end
+  redis.call('DEL', seen)
+  redis.call('HDEL', ORD, a)
+end
+
 local function strong_set(from)
   local s = {}
   for i = from, #ARGV do s[ARGV[i]] = true end
@@ -239,12 +269,22 @@ end
 if OP == 'observe' then
   local a, ts, thr = ARGV[3], ARGV[4], tonumber(ARGV[5])
   register(a)
-  for i = 6, #ARGV, 5 do
+  if ARGV[6] == '1' then redis.call('ZADD', LAST, ts, a) end
+  for i = 7, #ARGV, 5 do
     observe_value(a, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),
                   ARGV[i + 4] == '1', ts, thr)
   end
   local root = find(a)
   return {cid(root), merges, size(root)}
+elseif OP == 'sweep' then
+  -- at most ARGV[4] accounts last seen before ARGV[3]; a linked one only leaves the queue
+  local gone = {}
+  local idle = redis.call('ZRANGEBYSCORE', LAST, '-inf', '('..ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+  for _, a in ipairs(idle) do
+    redis.call('ZREM', LAST, a)
+    if forgettable(a) then forget(a); table.insert(gone, a) end
+  end
+  return gone
 elseif OP == 'find' then
   if redis.call('HEXISTS', ORD, ARGV[3]) == 0 then return cid(ARGV[3]) end
   return cid(find(ARGV[3]))
