@@ -120,7 +120,13 @@ class HydraGuard:
             ):
                 linker = previous.linker
             else:
-                linker = Linker(policy.clustering, self.storage.primary)
+                linker = Linker(
+                    policy.clustering,
+                    self.storage.primary,
+                    timeout=self.storage.settings.timeout,
+                    available=lambda: self.storage.breaker.opened_at is None,
+                    on_error=self.metrics.storage_errors.labels("link").inc,
+                )
         if policy.anomaly.enabled:
             if (
                 previous is not None

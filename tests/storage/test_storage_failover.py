@@ -34,9 +34,16 @@ UPSTREAM = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"
 
 
 def policy(
-    on_error: str, *, requests: str = "1000/minute", replicas: int = 1, timeout: float = 0.05
+    on_error: str,
+    *,
+    requests: str = "1000/minute",
+    replicas: int = 1,
+    timeout: float = 0.05,
+    clustering: bool = False,
 ):
     text = f"""
+clustering:
+  enabled: {str(clustering).lower()}
 tiers:
   default:
     requests: "{requests}"
@@ -229,6 +236,37 @@ async def test_concurrent_decisions_on_a_slow_redis_time_out_together_then_recov
     )
     assert fallbacks is not None and fallbacks >= 40
     assert problems == []
+    await blocker.aclose()
+
+
+async def test_a_new_account_does_not_wait_on_a_hung_redis_for_its_link(
+    guards: list[HydraGuard], server: RedisServer
+) -> None:
+    """A new account is linked before its first decision; on a hung Redis that wait is
+    bounded by storage.timeout too (it used to wait out the hang), and counted."""
+    import redis.asyncio as aredis
+
+    registry = CollectorRegistry()
+    guard = HydraGuard(
+        UPSTREAM,
+        policy=policy("open", timeout=0.05, clustering=True),
+        storage=server.url,
+        registry=registry,
+    )
+    guards.append(guard)
+    blocker = aredis.Redis(port=server.port)
+    async with client_for(guard) as client:
+        assert (await post(client, "known")).status_code == 200
+        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        response = await post(client, "newcomer")
+        elapsed = time.monotonic() - started
+        await sleeper
+    assert response.status_code == 200
+    assert elapsed < 0.5  # linking and deciding: two bounded waits, not the second asleep
+    errors = registry.get_sample_value("hydraguard_storage_errors_total", {"operation": "link"})
+    assert errors is not None and errors >= 1
     await blocker.aclose()
 
 

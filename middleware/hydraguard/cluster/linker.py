@@ -14,9 +14,10 @@ and then, in the background.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..background import Background
@@ -39,8 +40,22 @@ _SWEEP_BATCH = 20
 
 
 class Linker:
-    def __init__(self, config: ClusteringConfig, storage: Storage) -> None:
+    def __init__(
+        self,
+        config: ClusteringConfig,
+        storage: Storage,
+        *,
+        timeout: float | None = None,
+        available: Callable[[], bool] = lambda: True,
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``timeout`` bounds the link a new account waits for (the policy's storage.timeout),
+        ``available`` says whether shared storage is usable (the breaker is closed), and
+        ``on_error`` counts a failed linking call."""
         self.config = config
+        self.timeout = timeout
+        self._available = available
+        self._on_error = on_error
         self.extractor = SignalExtractor(config)
         self.merges: list[tuple[list[str], str]] = []  # (absorbed cluster ids, surviving id)
         self.shared = storage.shared
@@ -102,12 +117,18 @@ class Linker:
             self._pending.spawn(self._sweep(now))
         known = self._known.get(account)
         if known is None or known[0] in self._absorbed:
+            if not self._available():  # storage known to be down: do not wait on it at all
+                return cluster_id(account), 1
             try:
-                known = await self.index.observe_sized(account, signals, now)
-            except StorageError as exc:
+                # Bounded like the decision itself: a hung Redis must not hold a new
+                # account's first request for the socket timeout (seconds).
+                async with asyncio.timeout(self.timeout):
+                    known = await self.index.observe_sized(account, signals, now)
+            except (StorageError, TimeoutError) as exc:
                 # The account stands alone for now; admission then follows the storage
                 # policy (on_error) as it would without clusters, instead of a 500.
-                log.warning("hydraguard: linking unavailable, deciding alone: %s", exc)
+                self._on_error()
+                log.warning("hydraguard: linking unavailable, deciding alone: %r", exc)
                 return cluster_id(account), 1
             self._remember(account, known)
             return known
@@ -124,6 +145,7 @@ class Linker:
         try:
             gone = await self.index.sweep(now, _SWEEP_BATCH)
         except Exception as exc:  # retention is housekeeping: the next sweep tries again
+            self._on_error()
             log.debug("hydraguard: retention sweep failed: %r", exc)
             return
         if gone:
@@ -154,6 +176,7 @@ class Linker:
             try:
                 self._remember(account, await self.index.observe_sized(account, signals, now))
             except Exception as exc:  # linking is best effort; the decision already happened
+                self._on_error()
                 log.warning("hydraguard: linking %s failed: %s", "an account", exc)
 
         self._pending.spawn(link())
