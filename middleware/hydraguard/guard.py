@@ -192,11 +192,7 @@ class Guard:
             signals = self.linker.signals(identity.headers, identity.state, identity.client_ip)
             cluster, size = await self.linker.resolve(identity.account, signals, now)
             if self.linker.merges:
-                try:
-                    await self._carry_usage(self.linker.take_merges(), identity.tier, now)
-                except Exception as exc:  # storage down: the merge's usage is not carried over
-                    self.metrics.storage_errors.labels("merge").inc()
-                    log.warning("hydraguard: could not carry merged clusters' usage: %r", exc)
+                await self._carry_merges(self.linker.take_merges(), identity.tier, now)
         effects = NO_EFFECTS
         risk = 0.0
         if self.risk is not None:
@@ -236,9 +232,10 @@ class Guard:
         if effects.block:
             # A flag in storage, so every replica refuses the account for the duration.
             try:
-                await self.storage.primary.set_flag(
-                    account_prefix(identity.account) + BLOCK_SUFFIX, effects.block, now
-                )
+                async with asyncio.timeout(self.storage.timeout):
+                    await self.storage.primary.set_flag(
+                        account_prefix(identity.account) + BLOCK_SUFFIX, effects.block, now
+                    )
             except Exception as exc:  # storage down: admission then follows storage.on_error
                 self.metrics.storage_errors.labels("block").inc()
                 log.warning("hydraguard: could not store a block: %r", exc)
@@ -270,6 +267,18 @@ class Guard:
         finally:
             self._held -= 1
         return True
+
+    async def _carry_merges(
+        self, merges: list[tuple[list[str], str]], tier: str, now: float
+    ) -> None:
+        """Carry merged clusters' usage, waiting no longer than storage.timeout (it is on the
+        request's path); when storage fails the usage is not carried, and that is counted."""
+        try:
+            async with asyncio.timeout(self.storage.timeout):
+                await self._carry_usage(merges, tier, now)
+        except Exception as exc:  # storage down or slow
+            self.metrics.storage_errors.labels("merge").inc()
+            log.warning("hydraguard: could not carry merged clusters' usage: %r", exc)
 
     async def _carry_usage(
         self, merges: list[tuple[list[str], str]], tier: str, now: float

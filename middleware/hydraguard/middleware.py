@@ -123,7 +123,7 @@ class HydraGuard:
                 linker = Linker(
                     policy.clustering,
                     self.storage.primary,
-                    timeout=self.storage.settings.timeout,
+                    timeout=self.storage.timeout,
                     available=lambda: self.storage.breaker.opened_at is None,
                     on_error=self.metrics.storage_errors.labels("link").inc,
                 )

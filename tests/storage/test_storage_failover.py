@@ -44,6 +44,8 @@ def policy(
     text = f"""
 clustering:
   enabled: {str(clustering).lower()}
+clusters:
+  requests: "{requests}"
 tiers:
   default:
     requests: "{requests}"
@@ -268,6 +270,47 @@ async def test_a_new_account_does_not_wait_on_a_hung_redis_for_its_link(
     errors = registry.get_sample_value("hydraguard_storage_errors_total", {"operation": "link"})
     assert errors is not None and errors >= 1
     await blocker.aclose()
+
+
+async def test_storing_a_block_or_carrying_a_merge_waits_no_longer_than_the_timeout(
+    guards: list[HydraGuard], server: RedisServer
+) -> None:
+    """The other storage writes a decision may make on its path (an anomaly block, the
+    usage of clusters that merged) are bounded by storage.timeout as well, and counted."""
+    import redis.asyncio as aredis
+
+    from hydraguard.assess.effects import Effects
+    from hydraguard.identify import Identity
+
+    registry = CollectorRegistry()
+    guard = HydraGuard(
+        UPSTREAM,
+        policy=policy("open", timeout=0.05, clustering=True),
+        storage=server.url,
+        registry=registry,
+    )
+    guards.append(guard)
+    async with client_for(guard) as client:
+        assert (await post(client, "a")).status_code == 200
+    blocker = aredis.Redis(port=server.port)
+    try:
+        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1"))
+        await asyncio.sleep(0.05)
+        identity = Identity("a", "default", None, {})
+        started = time.monotonic()
+        await guard.guard._apply(identity, None, Effects(block=60.0), time.time())
+        blocked_in = time.monotonic() - started
+        started = time.monotonic()
+        await guard.guard._carry_merges([(["c-old"], "c-new")], "default", time.time())
+        carried_in = time.monotonic() - started
+        await sleeper
+    finally:
+        await blocker.aclose()
+    assert blocked_in < 0.5 and carried_in < 0.5
+    for operation in ("block", "merge"):
+        assert registry.get_sample_value(
+            "hydraguard_storage_errors_total", {"operation": operation}
+        ) == pytest.approx(1.0)
 
 
 async def test_recovery_under_load_is_automatic(

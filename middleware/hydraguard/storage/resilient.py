@@ -80,6 +80,11 @@ class ResilientStorage:
         self.owed: dict[tuple[str, int, int], float] = {}
         self._tasks = Background()
 
+    @property
+    def timeout(self) -> float | None:
+        """How long any storage call on a request's path may wait (None: memory never does)."""
+        return None if self.direct else self.settings.timeout
+
     async def acquire(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
     ) -> Outcome:
