@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -84,6 +86,33 @@ async def post(client: httpx.AsyncClient, account: str = "a1") -> httpx.Response
         json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
         headers={"x-account-id": account},
     )
+
+
+def guard_on(
+    server: RedisServer, guards: list[HydraGuard], **options: Any
+) -> tuple[HydraGuard, CollectorRegistry]:
+    """A HydraGuard on ``server`` with ``policy("open", **options)`` and its registry."""
+    registry = CollectorRegistry()
+    guard = HydraGuard(
+        UPSTREAM, policy=policy("open", **options), storage=server.url, registry=registry
+    )
+    guards.append(guard)
+    return guard, registry
+
+
+@asynccontextmanager
+async def stalled(server: RedisServer, seconds: float) -> AsyncIterator[None]:
+    """Redis asleep (DEBUG SLEEP) from 50 ms after entering; leaving waits for it to wake."""
+    import redis.asyncio as aredis
+
+    blocker = aredis.Redis(port=server.port)
+    try:
+        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", str(seconds)))
+        await asyncio.sleep(0.05)
+        yield
+        await sleeper
+    finally:
+        await blocker.aclose()
 
 
 def client_for(guard: HydraGuard) -> httpx.AsyncClient:
@@ -246,30 +275,17 @@ async def test_a_new_account_does_not_wait_on_a_hung_redis_for_its_link(
 ) -> None:
     """A new account is linked before its first decision; on a hung Redis that wait is
     bounded by storage.timeout too (it used to wait out the hang), and counted."""
-    import redis.asyncio as aredis
-
-    registry = CollectorRegistry()
-    guard = HydraGuard(
-        UPSTREAM,
-        policy=policy("open", timeout=0.05, clustering=True),
-        storage=server.url,
-        registry=registry,
-    )
-    guards.append(guard)
-    blocker = aredis.Redis(port=server.port)
+    guard, registry = guard_on(server, guards, timeout=0.05, clustering=True)
     async with client_for(guard) as client:
         assert (await post(client, "known")).status_code == 200
-        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1"))
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
-        response = await post(client, "newcomer")
-        elapsed = time.monotonic() - started
-        await sleeper
+        async with stalled(server, 1):
+            started = time.monotonic()
+            response = await post(client, "newcomer")
+            elapsed = time.monotonic() - started
     assert response.status_code == 200
     assert elapsed < 0.5  # linking and deciding: two bounded waits, not the second asleep
     errors = registry.get_sample_value("hydraguard_storage_errors_total", {"operation": "link"})
     assert errors is not None and errors >= 1
-    await blocker.aclose()
 
 
 async def test_storing_a_block_or_carrying_a_merge_waits_no_longer_than_the_timeout(
@@ -277,35 +293,19 @@ async def test_storing_a_block_or_carrying_a_merge_waits_no_longer_than_the_time
 ) -> None:
     """The other storage writes a decision may make on its path (an anomaly block, the
     usage of clusters that merged) are bounded by storage.timeout as well, and counted."""
-    import redis.asyncio as aredis
-
     from hydraguard.assess.effects import Effects
     from hydraguard.identify import Identity
 
-    registry = CollectorRegistry()
-    guard = HydraGuard(
-        UPSTREAM,
-        policy=policy("open", timeout=0.05, clustering=True),
-        storage=server.url,
-        registry=registry,
-    )
-    guards.append(guard)
+    guard, registry = guard_on(server, guards, timeout=0.05, clustering=True)
     async with client_for(guard) as client:
         assert (await post(client, "a")).status_code == 200
-    blocker = aredis.Redis(port=server.port)
-    try:
-        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1"))
-        await asyncio.sleep(0.05)
-        identity = Identity("a", "default", None, {})
+    async with stalled(server, 1):
         started = time.monotonic()
-        await guard.guard._apply(identity, None, Effects(block=60.0), time.time())
+        await guard.guard._apply(Identity("a", "default", None, {}), None, Effects(block=60.0), 0)
         blocked_in = time.monotonic() - started
         started = time.monotonic()
         await guard.guard._carry_merges([(["c-old"], "c-new")], "default", time.time())
         carried_in = time.monotonic() - started
-        await sleeper
-    finally:
-        await blocker.aclose()
     assert blocked_in < 0.5 and carried_in < 0.5
     for operation in ("block", "merge"):
         assert registry.get_sample_value(
