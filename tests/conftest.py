@@ -41,18 +41,18 @@ STORAGES = [
 ]
 
 
-# A storage_uri a test module can ask for (indirect parametrization): the three-node Redis
-# Cluster of tests/storage (its ``redis_cluster`` fixture), flushed.
-REDIS_CLUSTER = "redis-cluster"
+# storage_uri values a test module can ask for (indirect parametrization): the three-node
+# Redis Cluster and the Sentinel-watched Redis of tests/storage (their fixtures), flushed.
+SERVERS = {"redis-cluster": "redis_cluster", "redis-sentinel": "redis_sentinel"}
 
 
 @pytest.fixture(params=STORAGES)
 def storage_uri(request: pytest.FixtureRequest) -> str:
     uri: str = request.param
-    if uri == REDIS_CLUSTER:
-        cluster = request.getfixturevalue("redis_cluster")
-        cluster.flush()
-        return str(cluster.url)
+    if uri in SERVERS:
+        servers = request.getfixturevalue(SERVERS[uri])
+        servers.flush()
+        return str(servers.url)
     if uri.startswith("redis"):
         # Fails (never skips) when Redis is down: CI treats skipped Redis tests as failures.
         client = redis.Redis.from_url(uri)

@@ -1,16 +1,27 @@
-"""A three-node Redis Cluster for the storage tests that run on one (started once a session)."""
+"""A three-node Redis Cluster and a Sentinel-watched Redis for the storage tests that run
+on them (each started once a session, when a test asks for it)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from redis_server import RedisClusterServers
+from redis_server import RedisClusterServers, RedisSentinelServers
 
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
     servers = RedisClusterServers(str(tmp_path_factory.mktemp("redis-cluster")))
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelServers]:
+    servers = RedisSentinelServers(str(tmp_path_factory.mktemp("redis-sentinel")))
     servers.start()
     try:
         yield servers

@@ -48,24 +48,27 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        options = [
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--enable-debug-command",
+            "local",
+        ]
+        self._launch([self.binary, *options, *self.extra])
+
+    def start_sentinel(self, config: str) -> None:
+        """``redis-server CONFIG --sentinel`` (the port is in the config file)."""
+        self._launch([self.binary, config, "--sentinel"])
+
+    def _launch(self, argv: list[str]) -> None:
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--enable-debug-command",
-                "local",
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=self.workdir,
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
@@ -147,3 +150,40 @@ class RedisClusterServers:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class RedisSentinelServers:
+    """A master and one Sentinel watching it (quorum 1): the ``redis+sentinel://`` form."""
+
+    def __init__(self, workdir: str) -> None:
+        self.master = RedisServer()
+        self.workdir = workdir
+        self.sentinel: RedisServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.sentinel is not None
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/hydraguard-test"
+
+    def start(self) -> None:
+        self.master.start()
+        config = f"{self.workdir}/sentinel.conf"
+        port = free_port()
+        with open(config, "w", encoding="utf-8") as out:
+            out.write(
+                f"port {port}\nbind 127.0.0.1\n"
+                f"sentinel monitor hydraguard-test 127.0.0.1 {self.master.port} 1\n"
+            )
+        self.sentinel = RedisServer(workdir=self.workdir, port=port)
+        self.sentinel.start_sentinel(config)
+
+    def flush(self) -> None:
+        client = redis.Redis(port=self.master.port)
+        client.flushall()
+        client.script_flush()
+        client.close()
+
+    def stop(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.stop()
+        self.master.stop()

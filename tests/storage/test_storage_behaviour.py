@@ -1,5 +1,5 @@
-"""Storage behaviour, the same tests on memory, on Redis and on a three-node Redis Cluster
-(``make_storage`` is parametrized through ``storage_uri``, overridden here to add the cluster).
+"""Storage behaviour, the same tests on memory, on Redis, on a three-node Redis Cluster and
+through Sentinel (``make_storage`` is parametrized through ``storage_uri``).
 
 Time is passed explicitly (``now``), so window arithmetic is exact and nothing sleeps.
 Redis settles in the background: ``drain()`` before reading usage after a settle.
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.parametrize(
     [
         pytest.param("memory://", id="memory"),
         pytest.param(REDIS_URL, id="redis", marks=pytest.mark.redis),
-        # conftest's storage_uri turns this into the session's cluster (tests/storage/conftest.py)
+        # conftest's storage_uri turns these into the session's servers (tests/storage/conftest.py)
         pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
+        pytest.param("redis-sentinel", id="redis-sentinel", marks=pytest.mark.redis),
     ],
     indirect=True,
 )

@@ -469,3 +469,11 @@ class RedisStorage(Storage):
     async def aclose(self) -> None:
         await self.drain()
         await self.client.aclose()
+        # Through Sentinel, limits' bridge also holds the clients of the sentinels and of the
+        # replicas; closing only the primary's client left their connections open.
+        bridge = getattr(self._limits_storage, "bridge", None)
+        sentinel = getattr(bridge, "sentinel", None)
+        if sentinel is not None:
+            for client in (*sentinel.sentinels, getattr(bridge, "storage_replica", None)):
+                if client is not None:
+                    await client.aclose()
