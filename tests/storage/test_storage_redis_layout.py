@@ -147,6 +147,17 @@ async def test_a_decision_keeps_the_ttl_unless_it_needs_longer(storage: RedisSto
     assert (await state(storage, "hg:{a:k}:s"))[":r60"][1] == 2
 
 
+@pytest.mark.parametrize("junk", [b"not msgpack \xc1", b"\x05", b"\x93\x01\x02\x03"])
+async def test_a_state_key_holding_junk_reads_as_empty_and_heals(
+    storage: RedisStorage, junk: bytes
+) -> None:
+    check = Check("hg:{a:j}:r60", 10, 60, 1)
+    await storage.client.set("hg:{a:j}:s", junk)
+    assert await storage.usage([check], T0 + 1) == [0.0]
+    assert (await storage.acquire([check], T0 + 1, "l", 30)).usage == [1.0]
+    assert (await state(storage, "hg:{a:j}:s"))[":r60"][1] == 1  # rewritten as a state
+
+
 async def test_an_older_layout_is_left_alone(storage: RedisStorage) -> None:
     # The layout before this one kept a hash per subject under the bare tag. During a
     # rolling upgrade old replicas keep using it: new replicas neither read nor overwrite

@@ -97,10 +97,14 @@ def _settlement_changes(
 
 
 def _state(blob: bytes | None) -> dict[str, Any]:
-    """A subject's state as acquire.lua keeps it (MessagePack); a missing key is empty."""
+    """A subject's state as acquire.lua keeps it (MessagePack); a missing key, or a value
+    that is not a MessagePack map, is empty (as the scripts read it)."""
     if not blob:
         return {}
-    found = msgpack.unpackb(blob)
+    try:
+        found = msgpack.unpackb(blob)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return {}
     return found if isinstance(found, dict) else {}
 
 

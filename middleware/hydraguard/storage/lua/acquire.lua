@@ -34,7 +34,15 @@ local blobs = redis.call('MGET', unpack(KEYS))
 local state = {}
 for k = 1, #KEYS do
   local blob = blobs[k]
-  if blob then state[k] = cmsgpack.unpack(blob) else state[k] = {} end
+  -- A value that is not a MessagePack map (written by something else) counts as empty
+  -- and is replaced when written, rather than failing every decision until it expires.
+  local ok, found = false, nil
+  if blob then ok, found = pcall(cmsgpack.unpack, blob) end
+  if ok and type(found) == 'table' and type(next(found) or '') == 'string' then
+    state[k] = found
+  else
+    state[k] = {}
+  end
 end
 
 local entries, out = {}, {1}
