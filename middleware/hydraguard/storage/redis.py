@@ -150,8 +150,8 @@ class RedisStorage(Storage):
                 )
             )
         # register_script keeps the SHA and reloads the source on NOSCRIPT (e.g. after a restart).
-        self._acquire = self.client.register_script(_script("acquire.lua"))
-        self._settle = self.client.register_script(_script("settle.lua"))
+        self._acquire = self.client.register_script(_script("states.lua") + _script("acquire.lua"))
+        self._settle = self.client.register_script(_script("states.lua") + _script("settle.lua"))
         self._pending = Background()
         self._loading = asyncio.Lock()
         self._loads: dict[str, int] = {}  # script sha -> times this storage loaded it

@@ -30,20 +30,7 @@ local now, lease_ttl, sliding = spec[1], spec[2], spec[3] == 1
 local n = #ARGV - 2
 local SLACK = 60 -- seconds added when the TTL is extended, so it is not extended every call
 
-local blobs = redis.call('MGET', unpack(KEYS))
-local state = {}
-for k = 1, #KEYS do
-  local blob = blobs[k]
-  -- A value that is not a MessagePack map (written by something else) counts as empty
-  -- and is replaced when written, rather than failing every decision until it expires.
-  local ok, found = false, nil
-  if blob then ok, found = pcall(cmsgpack.unpack, blob) end
-  if ok and type(found) == 'table' and type(next(found) or '') == 'string' then
-    state[k] = found
-  else
-    state[k] = {}
-  end
-end
+local state = read_states()
 
 local entries, out = {}, {1}
 local admitted, all_fit = true, true

@@ -16,20 +16,8 @@ local spec = cjson.decode(ARGV[1])
 local now = spec[1]
 local SLACK = 60
 
-local blobs = redis.call('MGET', unpack(KEYS))
-local state, need, dirty, removed = {}, {}, {}, 0
-for k = 1, #KEYS do
-  local blob = blobs[k]
-  -- A value that is not a MessagePack map (written by something else) counts as empty
-  -- and is replaced when written, rather than failing every decision until it expires.
-  local ok, found = false, nil
-  if blob then ok, found = pcall(cmsgpack.unpack, blob) end
-  if ok and type(found) == 'table' and type(next(found) or '') == 'string' then
-    state[k] = found
-  else
-    state[k] = {}
-  end
-end
+local state = read_states()
+local need, dirty, removed = {}, {}, 0
 
 local function keep_until(k, until_)
   if until_ > (need[k] or 0) then need[k] = until_ end
