@@ -134,20 +134,23 @@ class Gate:
 
     def settle(self, decision: Decision, used_tokens: int, now: float) -> None:
         """Correct the token reservation to ``used_tokens`` and release concurrency leases."""
-        if decision.store is None:
+        if decision.store is None:  # nothing was reserved
             return
         plan = decision.plan
         checks = plan.checks
-        window_ids = decision.verdict.window_ids
+        # Shadow checks that refused were not charged (Decision.reserved, inlined: per request).
+        skip_shadow = decision.shadow_denied
         delta = used_tokens - (decision.input_estimate + decision.output_reserved)
-        charges = [
-            Charge(checks[i].key, checks[i].window, window_ids[i], delta)
-            for i in plan.token_checks
-            if delta and decision.reserved(i)
-        ]
+        charges: list[Charge] = []
+        if delta:
+            window_ids = decision.verdict.window_ids
+            for i in plan.layout.token_checks:
+                check = checks[i]
+                if not (skip_shadow and check.shadow):
+                    charges.append(Charge(check.key, check.window, window_ids[i], delta))
         leases = [
             Lease(checks[i].key, decision.lease_id)
-            for i in plan.lease_checks
-            if decision.reserved(i)
+            for i in plan.layout.lease_checks
+            if not (skip_shadow and checks[i].shadow)
         ]
         self.storage.settle(decision.store, charges, leases, now)

@@ -145,26 +145,18 @@ class MemoryStorage(Storage):
             usage[i] = reserved[i]
 
     def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
+        windows = self._windows
         for charge in charges:
-            entry = self._windows.get(charge.key)
-            if entry is None or charge.delta == 0:
+            entry = windows.get(charge.key)
+            delta = charge.delta
+            if entry is None or delta == 0:
                 continue
             # The reservation's window may have become the previous one since.
             wid, current, previous, window = entry
             if wid == charge.window_id:
-                self._windows[charge.key] = (
-                    wid,
-                    max(current + charge.delta, 0.0),
-                    previous,
-                    window,
-                )
+                windows[charge.key] = (wid, max(current + delta, 0.0), previous, window)
             elif wid == charge.window_id + 1:
-                self._windows[charge.key] = (
-                    wid,
-                    current,
-                    max(previous + charge.delta, 0.0),
-                    window,
-                )
+                windows[charge.key] = (wid, current, max(previous + delta, 0.0), window)
         for lease in leases:
             held = self._leases.get(lease.key)
             if held is not None:
