@@ -35,22 +35,16 @@ class Decision:
     retry_after: int  # whole seconds until the refusing rule has room
     too_large: bool  # the request alone exceeds a limit: waiting will not help
     cluster: str | None = None  # the account's cluster at decision time
+    ts: float = 0.0  # when it was decided (arrival)
     cluster_size: int = 1
     risk: float = 0.0  # the account's effective risk score at decision time, 0..1
     actions: tuple[str, ...] = ()  # actions applied besides plain admission (cap_max_tokens, ...)
     output_cap: int | None = None  # max_tokens cap applied to the request, if any
-    ts: float = 0.0  # when it was decided (arrival)
     strip: tuple[str, ...] = ()  # request parameters an anomaly rule removes
     delay: float = 0.0  # seconds an anomaly rule holds the request
     detectors: tuple[str, ...] = ()  # the detectors that contributed most to the risk
     shadow_actions: tuple[str, ...] = ()  # what anomaly rules in shadow would have done
     anomaly_rule: str | None = None  # the enforced anomaly rule behind ``actions``, if any
-
-    def reserved(self, index: int) -> bool:
-        """Was check ``index`` actually charged? (shadow checks are not when they refused)."""
-        if self.store is None or not self.verdict.charged:
-            return False
-        return not (self.shadow_denied and self.plan.checks[index].shadow)
 
 
 class Gate:
@@ -108,28 +102,29 @@ class Gate:
                 if seconds > 0 and not check.shadow and seconds > wait:
                     wait, rule = seconds, plan.limits[i].rule
                     too_large = check.cost > check.limit
-        else:
+        elif any(verdict.retry_after):  # a shadow check refused
             for i, seconds in enumerate(verdict.retry_after):
                 if seconds > 0:
                     shadow_denied = True
                     if seconds > wait:
                         wait, rule = seconds, plan.limits[i].rule
+        # Positional, in field order: keyword arguments made this twice as costly (per request).
         return Decision(
-            identity=identity,
-            plan=plan,
-            verdict=verdict,
-            store=outcome.store if verdict.charged else None,
-            degraded=outcome.degraded,
-            lease_id=lease_id,
-            input_estimate=estimate,
-            output_reserved=allowance,
-            admitted=verdict.admitted,
-            shadow_denied=shadow_denied,
-            rule=rule,
-            retry_after=ceil_seconds(wait) if wait > 0 else (1 if not verdict.admitted else 0),
-            too_large=too_large,
-            cluster=cluster,
-            ts=now,
+            identity,
+            plan,
+            verdict,
+            outcome.store if verdict.charged else None,  # store
+            outcome.degraded,
+            lease_id,
+            estimate,  # input_estimate
+            allowance,  # output_reserved
+            verdict.admitted,
+            shadow_denied,
+            rule,
+            ceil_seconds(wait) if wait > 0 else (1 if not verdict.admitted else 0),  # retry_after
+            too_large,
+            cluster,
+            now,  # ts
         )
 
     def settle(self, decision: Decision, used_tokens: int, now: float) -> None:
@@ -138,7 +133,7 @@ class Gate:
             return
         plan = decision.plan
         checks = plan.checks
-        # Shadow checks that refused were not charged (Decision.reserved, inlined: per request).
+        # A shadow check that refused was not charged.
         skip_shadow = decision.shadow_denied
         delta = used_tokens - (decision.input_estimate + decision.output_reserved)
         charges: list[Charge] = []
