@@ -82,8 +82,10 @@ class SignalExtractor:
                         self._prefixes.clear()
                     cached = self._prefixes[(sig.name, client_ip)] = self._prefix(sig, client_ip)
                 values = cached
+            elif template_bands:  # known only after the response (Learning)
+                values = self._clean(sig, tuple(template_bands)[: sig.bands])
             else:
-                values = self._clean(sig, tuple(template_bands or ())[: sig.bands])
+                continue
             if values:
                 found[sig.name] = values
         return found
