@@ -99,9 +99,13 @@ class RiskEngine:
             return
         subject.pending = 0
         ts = event.ts
+        # A list comprehension, not tuple(<generator>): resuming a generator per detector
+        # cost more than the scores themselves.
         parts = tuple(
-            weight * score(state, ts)
-            for (score, weight), state in zip(self.scorers[scope], states, strict=True)
+            [
+                weight * score(state, ts)
+                for (score, weight), state in zip(self.scorers[scope], states, strict=True)
+            ]
         )
         if self.noisy_or:
             keep = 1.0
