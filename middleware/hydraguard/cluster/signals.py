@@ -65,12 +65,15 @@ class SignalExtractor:
         template_bands: Sequence[str] | None,
     ) -> Signals:
         found: Signals = {}
+        values: tuple[str, ...]
         for sig in self._signals:
             if sig.kind == "header":
                 raw = headers.get(sig.key)
                 if raw is None:  # the usual case for most signals: nothing to clean
                     continue
-                values = self._clean(sig, (raw,))
+                # _clean for one value, inlined: requests carry several of these headers.
+                raw = raw.strip()
+                values = (raw,) if raw and raw.lower() not in sig.ignore else ()
             elif sig.kind == "state":
                 values = self._clean(sig, _as_values(state.get(sig.key)))
             elif sig.kind == "client_ip":
