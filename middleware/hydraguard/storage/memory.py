@@ -66,18 +66,17 @@ class MemoryStorage(Storage):
                 entry = get_window(key)
                 if entry is None or entry[0] < window_id:
                     entry = self._roll(key, entry, window_id, window)
-                elif entry[0] > window_id:
+                wid, current, previous, span = entry
+                if wid > window_id:
                     # The clock stepped back (out-of-order log lines in a replay): count into
                     # the newer window rather than wiping it.
-                    window_id, elapsed, left = int(entry[0]), 0.0, float(window)
-                current = entry[1]
-                previous = entry[2]
-                staged[key] = (entry[0], current + cost, previous, entry[3])
+                    window_id, elapsed, left = int(wid), 0.0, float(window)
+                staged[key] = (wid, current + cost, previous, span)
                 used = previous * left / window + current if sliding else current
-                reserved[i] = used + cost
+                after = reserved[i] = used + cost
                 resets[i] = left
                 window_ids[i] = window_id
-                if used + cost > check.limit:
+                if after > check.limit:
                     wait = retry_after(
                         previous, current, elapsed, window, check.limit, cost, sliding
                     )
