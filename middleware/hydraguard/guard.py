@@ -137,11 +137,11 @@ class Guard:
         decision = await self.decide(identity, facts, now)
         note = (scope["method"], path, body, now) if self.audit is not None else None
         self.decision_seconds.observe(time.perf_counter() - started)
-        plan = decision.plan
+        layout = decision.plan.layout
         extra = ratelimit_headers(
-            plan.limits,
-            plan.layout.report_groups,
-            plan.checks,
+            layout.limits,
+            layout.report_groups,
+            decision.plan.checks,
             decision.verdict,
             dialect.name == "openai-chat",
         )

@@ -35,22 +35,16 @@ class Decision:
     retry_after: int  # whole seconds until the refusing rule has room
     too_large: bool  # the request alone exceeds a limit: waiting will not help
     cluster: str | None = None  # the account's cluster at decision time
+    ts: float = 0.0  # when it was decided (arrival)
     cluster_size: int = 1
     risk: float = 0.0  # the account's effective risk score at decision time, 0..1
     actions: tuple[str, ...] = ()  # actions applied besides plain admission (cap_max_tokens, ...)
     output_cap: int | None = None  # max_tokens cap applied to the request, if any
-    ts: float = 0.0  # when it was decided (arrival)
     strip: tuple[str, ...] = ()  # request parameters an anomaly rule removes
     delay: float = 0.0  # seconds an anomaly rule holds the request
     detectors: tuple[str, ...] = ()  # the detectors that contributed most to the risk
     shadow_actions: tuple[str, ...] = ()  # what anomaly rules in shadow would have done
     anomaly_rule: str | None = None  # the enforced anomaly rule behind ``actions``, if any
-
-    def reserved(self, index: int) -> bool:
-        """Was check ``index`` actually charged? (shadow checks are not when they refused)."""
-        if self.store is None or not self.verdict.charged:
-            return False
-        return not (self.shadow_denied and self.plan.checks[index].shadow)
 
 
 class Gate:
@@ -108,46 +102,50 @@ class Gate:
                 if seconds > 0 and not check.shadow and seconds > wait:
                     wait, rule = seconds, plan.limits[i].rule
                     too_large = check.cost > check.limit
-        else:
+        elif any(verdict.retry_after):  # a shadow check refused
             for i, seconds in enumerate(verdict.retry_after):
                 if seconds > 0:
                     shadow_denied = True
                     if seconds > wait:
                         wait, rule = seconds, plan.limits[i].rule
+        # Positional, in field order: keyword arguments made this twice as costly (per request).
         return Decision(
-            identity=identity,
-            plan=plan,
-            verdict=verdict,
-            store=outcome.store if verdict.charged else None,
-            degraded=outcome.degraded,
-            lease_id=lease_id,
-            input_estimate=estimate,
-            output_reserved=allowance,
-            admitted=verdict.admitted,
-            shadow_denied=shadow_denied,
-            rule=rule,
-            retry_after=ceil_seconds(wait) if wait > 0 else (1 if not verdict.admitted else 0),
-            too_large=too_large,
-            cluster=cluster,
-            ts=now,
+            identity,
+            plan,
+            verdict,
+            outcome.store if verdict.charged else None,  # store
+            outcome.degraded,
+            lease_id,
+            estimate,  # input_estimate
+            allowance,  # output_reserved
+            verdict.admitted,
+            shadow_denied,
+            rule,
+            ceil_seconds(wait) if wait > 0 else (1 if not verdict.admitted else 0),  # retry_after
+            too_large,
+            cluster,
+            now,  # ts
         )
 
     def settle(self, decision: Decision, used_tokens: int, now: float) -> None:
         """Correct the token reservation to ``used_tokens`` and release concurrency leases."""
-        if decision.store is None:
+        if decision.store is None:  # nothing was reserved
             return
         plan = decision.plan
         checks = plan.checks
-        window_ids = decision.verdict.window_ids
+        # A shadow check that refused was not charged.
+        skip_shadow = decision.shadow_denied
         delta = used_tokens - (decision.input_estimate + decision.output_reserved)
-        charges = [
-            Charge(checks[i].key, checks[i].window, window_ids[i], delta)
-            for i in plan.token_checks
-            if delta and decision.reserved(i)
-        ]
+        charges: list[Charge] = []
+        if delta:
+            window_ids = decision.verdict.window_ids
+            for i in plan.layout.token_checks:
+                check = checks[i]
+                if not (skip_shadow and check.shadow):
+                    charges.append(Charge(check.key, check.window, window_ids[i], delta))
         leases = [
             Lease(checks[i].key, decision.lease_id)
-            for i in plan.lease_checks
-            if decision.reserved(i)
+            for i in plan.layout.lease_checks
+            if not (skip_shadow and checks[i].shadow)
         ]
         self.storage.settle(decision.store, charges, leases, now)

@@ -47,8 +47,8 @@ class Layout:
     kinds: tuple[str, ...]  # "block" | "requests" | "tokens" | "concurrency", per check
     token_checks: tuple[int, ...]  # settled after the response
     lease_checks: tuple[int, ...]  # released after the response
-    # per check: (scope, key suffix, amount, window, is_tokens, shadow)
-    specs: tuple[tuple[int, str, int, int, bool, bool], ...]
+    # per check: (scope, key suffix, amount, window, shadow)
+    specs: tuple[tuple[int, str, int, int, bool], ...]
     # per kind (requests, tokens, concurrency): its enforced checks, for the RateLimit fields
     report_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
@@ -77,9 +77,7 @@ class Plan:
 def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
     limits: list[Limit] = [BLOCK]
     kinds: list[str] = ["block"]
-    specs: list[tuple[int, str, int, int, bool, bool]] = [
-        (ACCOUNT, BLOCK_SUFFIX, 1, -1, False, False)
-    ]
+    specs: list[tuple[int, str, int, int, bool]] = [(ACCOUNT, BLOCK_SUFFIX, 1, -1, False)]
     used: set[tuple[int, str]] = set()
     for scope, group in groups:
         for window in group.windows:
@@ -91,26 +89,15 @@ def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
                 # their own counters, or each request would be counted once per rule.
                 suffix += f"~{window.amount}"
             used.add((scope, suffix))
-            specs.append(
-                (
-                    scope,
-                    suffix,
-                    window.amount,
-                    window.window,
-                    window.kind == "tokens",
-                    window.shadow,
-                )
-            )
+            specs.append((scope, suffix, window.amount, window.window, window.shadow))
         if group.concurrency is not None:
             limits.append(group.concurrency)
             kinds.append("concurrency")
-            specs.append(
-                (scope, ":c", group.concurrency.amount, 0, False, group.concurrency.shadow)
-            )
+            specs.append((scope, ":c", group.concurrency.amount, 0, group.concurrency.shadow))
     report = tuple(
         (kind, indexes)
         for kind in ("requests", "tokens", "concurrency")
-        if (indexes := tuple(i for i, k in enumerate(kinds) if k == kind and not specs[i][5]))
+        if (indexes := tuple(i for i, k in enumerate(kinds) if k == kind and not specs[i][4]))
     )
     return Layout(
         limits=tuple(limits),
@@ -142,16 +129,16 @@ class Planner:
             for name, tier in policy.tiers.items()
         }
         self.global_prefix = KEY_PREFIX + "{g}"
-        # An account sends many requests with the same tier and cluster: its checks differ
-        # only in the token costs, so the rest is built once and shared (checks are never
-        # mutated). Saves most of the planning cost on the hot path.
-        self._cached: dict[tuple[str, str, str | None], list[Check]] = {}
+        # An account sends many requests with the same tier, cluster and factors (a throttle
+        # lasts): its checks differ only in the token costs, so the rest is built once and
+        # shared (checks are never mutated). Saves most of the planning cost on the hot path.
+        self._cached: dict[tuple[str, str, str | None, float, float], list[Check]] = {}
 
     def cluster_specs(self, tier: str) -> list[tuple[str, int]]:
         """(key suffix, window) of the cluster's window counters: what a merge carries over."""
         return [
             (suffix, window)
-            for scope, suffix, _, window, _, _ in self.layouts[tier].specs
+            for scope, suffix, _, window, _ in self.layouts[tier].specs
             if scope == CLUSTER and window > 0
         ]
 
@@ -167,31 +154,27 @@ class Planner:
         """The checks of one request. ``account_factor`` scales the account's limits (an
         anomaly throttle), ``cluster_factor`` the cluster's (growth with membership x throttle)."""
         layout = self.layouts[tier]
-        if account_factor == 1.0 and cluster_factor == 1.0:
-            subject = (tier, account, cluster)
-            fixed = self._cached.get(subject)
-            if fixed is None:
-                if len(self._cached) >= _SUBJECTS_CACHED:
-                    self._cached.clear()
-                fixed = self._cached[subject] = self._checks(
-                    layout, account, cluster, 1, (1.0, 1.0, 1.0)
-                )
-            checks = fixed.copy()
-            for i in layout.token_checks:
-                check = fixed[i]
-                checks[i] = Check(check.key, check.limit, check.window, tokens, check.shadow)
-            return Plan(layout, checks)
-        factors = (account_factor, cluster_factor, 1.0)
-        return Plan(layout, self._checks(layout, account, cluster, tokens, factors))
+        subject = (tier, account, cluster, account_factor, cluster_factor)
+        fixed = self._cached.get(subject)
+        if fixed is None:
+            if len(self._cached) >= _SUBJECTS_CACHED:
+                self._cached.clear()
+            factors = (account_factor, cluster_factor, 1.0)
+            fixed = self._cached[subject] = self._checks(layout, account, cluster, factors)
+        checks = fixed.copy()
+        for i in layout.token_checks:
+            check = fixed[i]
+            checks[i] = Check(check.key, check.limit, check.window, tokens, check.shadow)
+        return Plan(layout, checks)
 
     def _checks(
         self,
         layout: Layout,
         account: str,
         cluster: str | None,
-        tokens: int,
         factors: tuple[float, float, float],
     ) -> list[Check]:
+        """Every check at cost 1: ``plan`` puts each request's token cost into its own copies."""
         prefixes = (account_prefix(account), cluster_prefix(cluster or account), self.global_prefix)
         return [
             Check(
@@ -200,8 +183,8 @@ class Planner:
                 if window < 0 or factors[scope] == 1.0
                 else max(1, int(amount * factors[scope])),
                 window,
-                tokens if is_tokens else 1,
+                1,
                 shadow,
             )
-            for scope, suffix, amount, window, is_tokens, shadow in layout.specs
+            for scope, suffix, amount, window, shadow in layout.specs
         ]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from .risk import Assessment
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (cheaper to build: see Assessment); nothing changes one once built.
+@dataclass(slots=True)
 class Effects:
     factor: float = 1.0  # throttle: the account's and cluster's limits are multiplied by this
     cap: int | None = None  # cap_max_tokens

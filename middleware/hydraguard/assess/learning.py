@@ -111,7 +111,7 @@ class Learning:
                 self._bands.clear()
             keys = self._bands[template] = tuple(band_keys(template, self.bands))
         recent = self._recent.get(account, ())
-        again = tuple(key for key in keys if key in recent)
+        again = [key for key in keys if key in recent]
         if len(self._recent) >= _ACCOUNTS and account not in self._recent:
             self._recent.clear()
         self._recent[account] = (recent + keys)[-_RECENT_TEMPLATES * len(keys) :]

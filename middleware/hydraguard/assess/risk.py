@@ -28,7 +28,9 @@ from hydraguard.assess.events import RequestEvent
 from hydraguard.assess.rules import Action, CompiledRule, combine, compile_rules
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request, and a frozen dataclass's __init__ sets every field
+# through object.__setattr__, which made it cost about three times as much.
+@dataclass(slots=True)
 class Assessment:
     risk: float  # effective risk of the account, 0..1
     account_risk: float
@@ -97,9 +99,13 @@ class RiskEngine:
             return
         subject.pending = 0
         ts = event.ts
+        # A list comprehension, not tuple(<generator>): resuming a generator per detector
+        # cost more than the scores themselves.
         parts = tuple(
-            weight * score(state, ts)
-            for (score, weight), state in zip(self.scorers[scope], states, strict=True)
+            [
+                weight * score(state, ts)
+                for (score, weight), state in zip(self.scorers[scope], states, strict=True)
+            ]
         )
         if self.noisy_or:
             keep = 1.0

@@ -65,12 +65,15 @@ class SignalExtractor:
         template_bands: Sequence[str] | None,
     ) -> Signals:
         found: Signals = {}
+        values: tuple[str, ...]
         for sig in self._signals:
             if sig.kind == "header":
                 raw = headers.get(sig.key)
                 if raw is None:  # the usual case for most signals: nothing to clean
                     continue
-                values = self._clean(sig, (raw,))
+                # _clean for one value, inlined: requests carry several of these headers.
+                raw = raw.strip()
+                values = (raw,) if raw and raw.lower() not in sig.ignore else ()
             elif sig.kind == "state":
                 values = self._clean(sig, _as_values(state.get(sig.key)))
             elif sig.kind == "client_ip":
@@ -82,8 +85,10 @@ class SignalExtractor:
                         self._prefixes.clear()
                     cached = self._prefixes[(sig.name, client_ip)] = self._prefix(sig, client_ip)
                 values = cached
+            elif template_bands:  # known only after the response (Learning)
+                values = self._clean(sig, tuple(template_bands)[: sig.bands])
             else:
-                values = self._clean(sig, tuple(template_bands or ())[: sig.bands])
+                continue
             if values:
                 found[sig.name] = values
         return found

@@ -46,14 +46,20 @@ class AnthropicMessages(Dialect):
                     count += 1
                     texts.append(text_of(message.get("content")))
         temperature = body.get("temperature")
+        model = body.get("model")
+        # Positional, in field order: keyword arguments cost twice as much (per request).
         return RequestFacts(
-            body=body,
-            prompt="\n".join(t for t in texts if t),
-            messages=count,
-            max_tokens=as_int(body.get("max_tokens")),
-            stream=body.get("stream") is True,
-            temperature=float(temperature) if isinstance(temperature, NUMBERS) else None,
-            model=body.get("model") if isinstance(body.get("model"), str) else None,
+            body,
+            "\n".join(t for t in texts if t),  # prompt
+            count,  # messages
+            as_int(body.get("max_tokens")),  # max_tokens
+            body.get("stream") is True,  # stream
+            1,  # n
+            False,  # logprobs
+            None,  # top_logprobs
+            False,  # logit_bias
+            float(temperature) if isinstance(temperature, NUMBERS) else None,  # temperature
+            model if isinstance(model, str) else None,  # model
         )
 
     def error_body(

@@ -9,6 +9,8 @@ from typing import Any
 
 @dataclass(slots=True)
 class RequestFacts:
+    """Dialects build it with positional arguments (cheaper): keep the field order."""
+
     body: dict[str, Any] | None  # the parsed JSON body (None for generic routes)
     prompt: str = ""  # all prompt text (system + messages), for estimates and detectors
     messages: int = 0

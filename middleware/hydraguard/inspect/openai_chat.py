@@ -30,18 +30,19 @@ class OpenAIChat(Dialect):
         temperature = body.get("temperature")
         top = as_int(body.get("top_logprobs"))
         model = body.get("model")
+        # Positional, in field order: keyword arguments cost twice as much (per request).
         return RequestFacts(
-            body=body,
-            prompt="\n".join(texts),
-            messages=count,
-            max_tokens=max_tokens,
-            stream=body.get("stream") is True,
-            n=max(as_int(body.get("n")) or 1, 1),
-            logprobs=body.get("logprobs") is True or bool(top),
-            top_logprobs=top,
-            logit_bias=bool(body.get("logit_bias")),
-            temperature=float(temperature) if isinstance(temperature, NUMBERS) else None,
-            model=model if isinstance(model, str) else None,
+            body,
+            "\n".join(texts),  # prompt
+            count,  # messages
+            max_tokens,
+            body.get("stream") is True,  # stream
+            max(as_int(body.get("n")) or 1, 1),  # n
+            body.get("logprobs") is True or bool(top),  # logprobs
+            top,  # top_logprobs
+            bool(body.get("logit_bias")),  # logit_bias
+            float(temperature) if isinstance(temperature, NUMBERS) else None,  # temperature
+            model if isinstance(model, str) else None,  # model
         )
 
     def error_body(
