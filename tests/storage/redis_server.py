@@ -153,10 +153,14 @@ class RedisClusterServers:
 
 
 class RedisSentinelServers:
-    """A master and one Sentinel watching it (quorum 1): the ``redis+sentinel://`` form."""
+    """A master watched by one Sentinel (quorum 1): the ``redis+sentinel://`` form; with
+    ``replica``, also a replica the Sentinel promotes when the master goes away."""
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, *, replica: bool = False) -> None:
         self.master = RedisServer()
+        self.replica = (
+            RedisServer("--replicaof", "127.0.0.1", str(self.master.port)) if replica else None
+        )
         self.workdir = workdir
         self.sentinel: RedisServer | None = None
 
@@ -167,12 +171,16 @@ class RedisSentinelServers:
 
     def start(self) -> None:
         self.master.start()
+        if self.replica is not None:
+            self.replica.start()
         config = f"{self.workdir}/sentinel.conf"
         port = free_port()
         with open(config, "w", encoding="utf-8") as out:
             out.write(
                 f"port {port}\nbind 127.0.0.1\n"
                 f"sentinel monitor hydraguard-test 127.0.0.1 {self.master.port} 1\n"
+                "sentinel down-after-milliseconds hydraguard-test 500\n"
+                "sentinel failover-timeout hydraguard-test 2000\n"
             )
         self.sentinel = RedisServer(workdir=self.workdir, port=port)
         self.sentinel.start_sentinel(config)
@@ -184,6 +192,6 @@ class RedisSentinelServers:
         client.close()
 
     def stop(self) -> None:
-        if self.sentinel is not None:
-            self.sentinel.stop()
-        self.master.stop()
+        for server in (self.sentinel, self.replica, self.master):
+            if server is not None:
+                server.stop()

@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from prometheus_client import CollectorRegistry
-from redis_server import RedisServer
+from redis_server import RedisSentinelServers, RedisServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -340,3 +341,51 @@ async def test_recovery_under_load_is_automatic(
     plan = guard.guard.gate.planner.plan("acct-0", "default", 0)
     usage = await guard.storage.primary.usage(plan.checks, time.time())
     assert usage[1] >= 1  # decisions after recovery are counted on Redis again
+
+
+async def test_a_sentinel_failover_is_followed_without_a_restart(
+    guards: list[HydraGuard], tmp_path: Any
+) -> None:
+    """The master dies; the Sentinel promotes its replica; decisions fall back meanwhile
+    (on_error: open) and then go to the new master, in the same process."""
+    servers = RedisSentinelServers(str(tmp_path), replica=True)
+    servers.start()
+    try:
+        registry = CollectorRegistry()
+        guard = HydraGuard(
+            UPSTREAM,
+            policy=policy("open", timeout=0.2),
+            storage=servers.url,
+            registry=registry,
+        )
+        guards.append(guard)
+        async with client_for(guard) as client:
+            assert (await post(client, "before")).status_code == 200
+            servers.master.stop()
+            statuses: list[int] = []
+            deadline = time.monotonic() + 20
+            while True:
+                statuses.append((await post(client, "during")).status_code)
+                await guard.drain()
+                assert servers.replica is not None
+                promoted = redis.Redis(port=servers.replica.port)
+                role = promoted.role()[0]
+                usage = promoted.exists("hg:{a:during}:s")
+                promoted.close()
+                if role == b"master" and usage:
+                    break
+                assert time.monotonic() < deadline, "no decision reached the promoted replica"
+                await asyncio.sleep(0.1)
+        assert set(statuses) == {200}  # nobody refused while there was no master
+        fallbacks = registry.get_sample_value(
+            "hydraguard_decisions_total",
+            {
+                "policy": "default",
+                "route": "/v1/chat/completions",
+                "decision": "storage_open",
+                "rule": "none",
+            },
+        )
+        assert fallbacks is not None and fallbacks >= 1
+    finally:
+        servers.stop()
