@@ -116,6 +116,12 @@ async def stalled(server: RedisServer, seconds: float) -> AsyncIterator[None]:
         await blocker.aclose()
 
 
+def fell_open(registry: CollectorRegistry) -> float | None:
+    """How many decisions were admitted without storage (on_error: open)."""
+    labels = {"policy": "default", "route": "/v1/chat/completions", "decision": "storage_open"}
+    return registry.get_sample_value("hydraguard_decisions_total", {**labels, "rule": "none"})
+
+
 def client_for(guard: HydraGuard) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://test")
 
@@ -257,15 +263,7 @@ async def test_concurrent_decisions_on_a_slow_redis_time_out_together_then_recov
     assert {r.status_code for r in stalled} == {200}
     assert elapsed < 0.45  # the server sleeps 0.5 s: nobody waited for it
     assert {r.status_code for r in [*after, final]} == {200}
-    fallbacks = registry.get_sample_value(
-        "hydraguard_decisions_total",
-        {
-            "policy": "default",
-            "route": "/v1/chat/completions",
-            "decision": "storage_open",
-            "rule": "none",
-        },
-    )
+    fallbacks = fell_open(registry)
     assert fallbacks is not None and fallbacks >= 40
     assert problems == []
     await blocker.aclose()
@@ -377,15 +375,7 @@ async def test_a_sentinel_failover_is_followed_without_a_restart(
                 assert time.monotonic() < deadline, "no decision reached the promoted replica"
                 await asyncio.sleep(0.1)
         assert set(statuses) == {200}  # nobody refused while there was no master
-        fallbacks = registry.get_sample_value(
-            "hydraguard_decisions_total",
-            {
-                "policy": "default",
-                "route": "/v1/chat/completions",
-                "decision": "storage_open",
-                "rule": "none",
-            },
-        )
+        fallbacks = fell_open(registry)
         assert fallbacks is not None and fallbacks >= 1
     finally:
         servers.stop()
