@@ -149,7 +149,8 @@ class RedisStorage(Storage):
                     **pool.connection_kwargs,
                 )
             )
-        # register_script keeps the SHA and reloads the source on NOSCRIPT (e.g. after a restart).
+        # register_script computes each script's SHA and keeps its source; _run sends the SHA
+        # and loads the source when the server answers NOSCRIPT (e.g. after a restart).
         self._acquire = self.client.register_script(_script("states.lua") + _script("acquire.lua"))
         self._settle = self.client.register_script(_script("states.lua") + _script("settle.lua"))
         self._pending = Background()
