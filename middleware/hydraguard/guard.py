@@ -65,7 +65,7 @@ class Guard:
                 risk,
                 storage.primary,
                 metrics.storage_errors.labels("risk").inc,
-                lambda: storage.breaker.opened_at is None,
+                storage.available,
             )
             self.learning.sharing = self.sharing
         growth = policy.cluster_growth

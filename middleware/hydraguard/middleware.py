@@ -124,7 +124,7 @@ class HydraGuard:
                     policy.clustering,
                     self.storage.primary,
                     timeout=self.storage.timeout,
-                    available=lambda: self.storage.breaker.opened_at is None,
+                    available=self.storage.available,
                     on_error=self.metrics.storage_errors.labels("link").inc,
                 )
         if policy.anomaly.enabled:

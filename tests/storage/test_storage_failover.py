@@ -199,27 +199,15 @@ async def test_local_mode_scales_limits_and_pushes_usage_back(
 async def test_slow_redis_is_bounded_by_the_timeout(
     guards: list[HydraGuard], server: RedisServer
 ) -> None:
-    import redis.asyncio as aredis
-
-    guard = HydraGuard(
-        UPSTREAM,
-        policy=policy("open", timeout=0.05),
-        storage=server.url,
-        registry=CollectorRegistry(),
-    )
-    guards.append(guard)
-    blocker = aredis.Redis(port=server.port)
+    guard, _ = guard_on(server, guards, timeout=0.05)
     async with client_for(guard) as client:
         assert (await post(client)).status_code == 200
-        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1"))
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
-        response = await post(client)
-        elapsed = time.monotonic() - started
-        await sleeper
+        async with stalled(server, 1):
+            started = time.monotonic()
+            response = await post(client)
+            elapsed = time.monotonic() - started
     assert response.status_code == 200
     assert elapsed < 0.5  # not the second the server is asleep
-    await blocker.aclose()
 
 
 async def test_concurrent_decisions_on_a_slow_redis_time_out_together_then_recover(
@@ -228,24 +216,17 @@ async def test_concurrent_decisions_on_a_slow_redis_time_out_together_then_recov
     """Concurrent decisions travel together (one pipeline): when Redis stalls they all fall
     back within the timeout, none is left hanging, and the batch answering late breaks
     nothing (no exception left unretrieved); afterwards decisions are counted again."""
-    import redis.asyncio as aredis
-
     problems: list[dict[str, object]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, context: problems.append(context))
-    registry = CollectorRegistry()
-    guard = HydraGuard(
-        UPSTREAM, policy=policy("open", timeout=0.05), storage=server.url, registry=registry
-    )
-    guards.append(guard)
-    blocker = aredis.Redis(port=server.port)
+    guard, registry = guard_on(server, guards, timeout=0.05)
     async with client_for(guard) as client:
         assert (await post(client)).status_code == 200
-        sleeper = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.5"))
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
-        stalled = await asyncio.gather(*(post(client, f"slow-{i}") for i in range(40)))
-        elapsed = time.monotonic() - started
-        await sleeper
+        async with stalled(server, 0.5):
+            started = time.monotonic()
+            stalled_responses = await asyncio.gather(
+                *(post(client, f"slow-{i}") for i in range(40))
+            )
+            elapsed = time.monotonic() - started
         await guard.drain()
         await asyncio.sleep(0.6)  # the breaker (reset 0.5 s) lets a probe through again
         after = await asyncio.gather(*(post(client, f"after-{i}") for i in range(40)))
@@ -260,13 +241,12 @@ async def test_concurrent_decisions_on_a_slow_redis_time_out_together_then_recov
                 break
             assert time.monotonic() < deadline, "decisions never went back to Redis"
             await asyncio.sleep(0.1)
-    assert {r.status_code for r in stalled} == {200}
+    assert {r.status_code for r in stalled_responses} == {200}
     assert elapsed < 0.45  # the server sleeps 0.5 s: nobody waited for it
     assert {r.status_code for r in [*after, final]} == {200}
     fallbacks = fell_open(registry)
     assert fallbacks is not None and fallbacks >= 40
     assert problems == []
-    await blocker.aclose()
 
 
 async def test_a_new_account_does_not_wait_on_a_hung_redis_for_its_link(

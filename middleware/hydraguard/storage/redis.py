@@ -160,7 +160,6 @@ class RedisStorage(Storage):
         self._waiting: list[tuple[Sequence[str], tuple[Any, ...], asyncio.Future[Any]]] = []
         self._settlements: list[tuple[int, str, int, Any, float]] = []
         self._settle_at = 0.0  # the latest `now` among the queued settlements
-        self._settle_scheduled = False
 
     async def acquire(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
@@ -310,15 +309,13 @@ class RedisStorage(Storage):
         # batch instead of one per request; each subject is read and written once a batch).
         if not charges and not leases:
             return
+        if not self._settlements:  # the first of this turn: schedule the batch
+            self._pending.spawn(self._send_settlements())
         self._settlements += _settlement_changes(charges, leases)
         if now > self._settle_at:
             self._settle_at = now
-        if not self._settle_scheduled:
-            self._settle_scheduled = True
-            self._pending.spawn(self._send_settlements())
 
     async def _send_settlements(self) -> None:
-        self._settle_scheduled = False
         changes, self._settlements = self._settlements, []
         now = self._settle_at
         for start in range(0, len(changes), _SETTLE_BATCH):

@@ -80,6 +80,10 @@ class ResilientStorage:
         self.owed: dict[tuple[str, int, int], float] = {}
         self._tasks = Background()
 
+    def available(self) -> bool:
+        """Shared storage is worth calling: its breaker is closed (background work checks)."""
+        return self.breaker.opened_at is None
+
     @property
     def timeout(self) -> float | None:
         """How long any storage call on a request's path may wait (None: memory never does)."""

@@ -28,7 +28,6 @@ local lease_id, packed = ARGV[1], ARGV[2]
 local spec = {struct.unpack('<' .. string.rep('d', #packed / 8), packed)}
 local now, lease_ttl, sliding = spec[1], spec[2], spec[3] == 1
 local n = #ARGV - 2
-local SLACK = 60 -- seconds added when the TTL is extended, so it is not extended every call
 
 local state = read_states()
 
@@ -108,17 +107,7 @@ if admitted then
       out[i + 1] = out[i + 1] + c
     end
   end
-  for k, until_ in pairs(need) do
-    local s = state[k]
-    local expires = tonumber(s['~e']) or 0
-    if until_ > expires then
-      -- Only ever lengthen: the key may hold longer windows, leases or a flag.
-      s['~e'] = until_ + SLACK
-      redis.call('SET', KEYS[k], cmsgpack.pack(s), 'PX', math.ceil((until_ + SLACK - now) * 1000))
-    else
-      redis.call('SET', KEYS[k], cmsgpack.pack(s), 'KEEPTTL')
-    end
-  end
+  for k, until_ in pairs(need) do write_state(k, state[k], until_, now) end
 else
   out[1] = 0
 end

@@ -14,7 +14,6 @@
 -- Returns how many fields modes 4 and 5 removed.
 local spec = cjson.decode(ARGV[1])
 local now = spec[1]
-local SLACK = 60
 
 local state = read_states()
 local need, dirty, removed = {}, {}, 0
@@ -75,20 +74,10 @@ end
 
 for k in pairs(dirty) do
   local s = state[k]
-  local until_ = need[k] or 0
-  local expires = tonumber(s['~e']) or 0
   if next(s) == nil or (next(s) == '~e' and next(s, '~e') == nil) then
     redis.call('DEL', KEYS[k])
-  elseif until_ > expires then
-    s['~e'] = until_ + SLACK
-    redis.call('SET', KEYS[k], cmsgpack.pack(s), 'PX',
-      math.max(math.ceil((until_ + SLACK - now) * 1000), SLACK * 1000))
-  elseif expires > 0 then
-    redis.call('SET', KEYS[k], cmsgpack.pack(s), 'KEEPTTL')
   else
-    -- Not written by acquire yet (e.g. a flag on a fresh subject): give it a lifetime.
-    s['~e'] = now + SLACK
-    redis.call('SET', KEYS[k], cmsgpack.pack(s), 'PX', SLACK * 1000)
+    write_state(k, s, need[k] or 0, now)
   end
 end
 return removed

@@ -1,6 +1,9 @@
--- hydraguard: the state of every subject in KEYS, read with one MGET (layout: acquire.lua).
--- Prepended to acquire.lua and settle.lua when storage/redis.py loads them: Redis scripts
--- cannot share code any other way.
+-- hydraguard: reading and writing the subjects' states (layout: acquire.lua). Prepended to
+-- acquire.lua and settle.lua when storage/redis.py loads them: Redis scripts cannot share
+-- code any other way.
+local SLACK = 60 -- seconds added when the TTL is extended, so it is not extended every call
+
+-- The state of every subject in KEYS, read with one MGET.
 local function read_states()
   local blobs = redis.call('MGET', unpack(KEYS))
   local states = {}
@@ -19,3 +22,17 @@ local function read_states()
   return states
 end
 
+
+-- Write subject k's state. Its TTL only ever lengthens (the key may hold longer windows,
+-- leases or a flag): to `until_` plus SLACK when that is later than its expiry mark `~e`,
+-- else it is kept (KEEPTTL). A state without a mark gets one.
+local function write_state(k, s, until_, now)
+  local expires = tonumber(s['~e']) or 0
+  if until_ > expires or expires == 0 then
+    local mark = math.max(until_, now) + SLACK
+    s['~e'] = mark
+    redis.call('SET', KEYS[k], cmsgpack.pack(s), 'PX', math.ceil((mark - now) * 1000))
+  else
+    redis.call('SET', KEYS[k], cmsgpack.pack(s), 'KEEPTTL')
+  end
+end
