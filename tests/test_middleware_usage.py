@@ -259,6 +259,44 @@ async def test_broken_sse_passes_through_and_falls_back_to_the_estimate(
     assert usage[SLOTS] == 0
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        pytest.param({"prompt_tokens": 1e30, "completion_tokens": 3}, id="huge-float"),
+        pytest.param({"prompt_tokens": 5, "completion_tokens": 10**30}, id="huge-int"),
+        pytest.param({"prompt_tokens": 2**53 + 1, "completion_tokens": 3}, id="past-2^53"),
+        pytest.param({"prompt_tokens": -5, "completion_tokens": 3}, id="negative"),
+        pytest.param({"prompt_tokens": "5", "completion_tokens": "3"}, id="strings"),
+        pytest.param({"prompt_tokens": None, "completion_tokens": None}, id="nulls"),
+        pytest.param({"prompt_tokens": True, "completion_tokens": False}, id="booleans"),
+        pytest.param({"prompt_tokens": [5], "completion_tokens": {"n": 3}}, id="containers"),
+        pytest.param({}, id="missing"),
+        pytest.param([5, 3], id="usage-a-list"),
+        pytest.param("5 3", id="usage-a-string"),
+    ],
+)
+async def test_usage_that_is_no_count_is_ignored_and_the_estimate_applies(
+    guarded: Any, kit: SimpleNamespace, usage: Any
+) -> None:
+    reply = {"usage": usage}
+    g = await guarded(kit.streaming_json_app(reply), kit.base_policy(concurrency=1))
+    for _ in range(2):  # a leaked slot would refuse the second
+        sent = await kit.call_asgi(g.guard, scope_for(kit, CHAT, "nc"), chat_body())
+        assert sent[0]["status"] == 200
+        await g.guard.drain()
+    usage_now = await g.usage("nc")
+    assert usage_now[SLOTS] == 0
+    size = len(json.dumps(reply))
+    assert usage_now[TOKENS] == 2 * (input_estimate() + math.ceil(size / 4))
+
+
+async def test_fractional_usage_counts_are_truncated(guarded: Any, kit: SimpleNamespace) -> None:
+    reply = {"usage": {"prompt_tokens": 7.9, "completion_tokens": 3.2}}
+    g = await guarded(kit.streaming_json_app(reply), kit.base_policy())
+    await kit.call_asgi(g.guard, scope_for(kit, CHAT, "fr"), chat_body())
+    assert (await g.usage("fr"))[TOKENS] == 10
+
+
 async def test_json_body_without_usage_is_estimated_from_its_size(
     guarded: Any, kit: SimpleNamespace
 ) -> None:

@@ -187,6 +187,21 @@ async def test_concurrency_lease_released_by_settle(make_storage: MakeStorage) -
     assert (await storage.acquire([slots], T0 + 3, "c", 30)).admitted
 
 
+async def test_a_correction_beyond_64_bits_still_settles_the_batch(
+    make_storage: MakeStorage,
+) -> None:
+    # Settlements of one event-loop turn travel together: one absurd correction must not
+    # fail the others' (on Redis it did: its leases were then held until their TTL).
+    storage = make_storage()
+    tokens, slots = window_check("huge", 10**40, 10), lease_check("huge-conc", 2)
+    first = await storage.acquire([tokens, slots], T0, "a", 30)
+    assert (await storage.acquire([slots], T0, "b", 30)).admitted
+    storage.settle([Charge(tokens.key, W, first.window_ids[0], 10**30)], [], T0 + 1)
+    storage.settle([], [Lease(slots.key, "a"), Lease(slots.key, "b")], T0 + 1)
+    await storage.drain()
+    assert await storage.usage([tokens, slots], T0 + 1) == [pytest.approx(1e30), 0.0]
+
+
 async def test_concurrency_lease_expires_after_its_ttl(make_storage: MakeStorage) -> None:
     storage = make_storage()
     slots = lease_check("ttl", 1)

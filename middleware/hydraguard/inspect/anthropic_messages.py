@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .dialect import Dialect, StreamTally
-from .facts import NUMBERS, RequestFacts, as_int, text_of
+from .facts import NUMBERS, RequestFacts, as_count, as_int, text_of
 
 # Anthropic's documented error types per status; else 4xx invalid_request_error, 5xx api_error.
 _ERROR_TYPES = {
@@ -23,11 +23,11 @@ _ERROR_TYPES = {
 
 def _input_tokens(usage: dict[str, Any]) -> int | None:
     # Prompt-cache reads and writes are input the model processed; they count.
-    base = as_int(usage.get("input_tokens"))
+    base = as_count(usage.get("input_tokens"))
     if base is None:
         return None
-    cached = (as_int(usage.get("cache_creation_input_tokens")) or 0) + (
-        as_int(usage.get("cache_read_input_tokens")) or 0
+    cached = (as_count(usage.get("cache_creation_input_tokens")) or 0) + (
+        as_count(usage.get("cache_read_input_tokens")) or 0
     )
     return base + cached
 
@@ -76,7 +76,7 @@ class AnthropicMessages(Dialect):
         usage = body.get("usage") if isinstance(body, dict) else None
         if not isinstance(usage, dict):
             return None
-        prompt, output = _input_tokens(usage), as_int(usage.get("output_tokens"))
+        prompt, output = _input_tokens(usage), as_count(usage.get("output_tokens"))
         if prompt is None or output is None:
             return None
         return prompt, output
@@ -93,10 +93,15 @@ class AnthropicMessages(Dialect):
         elif kind == "message_delta":
             usage = event.get("usage")
             if isinstance(usage, dict):
-                # output_tokens in message_delta is cumulative for the whole message.
-                into.output_tokens = as_int(usage.get("output_tokens"))
-                if usage.get("input_tokens") is not None:
-                    into.input_tokens = _input_tokens(usage)
+                # Counts in message_delta are cumulative for the whole message: a later one
+                # replaces what was known, but a missing or broken one never erases it, and
+                # one that leaves out the cache fields never lowers message_start's input.
+                output = as_count(usage.get("output_tokens"))
+                if output is not None:
+                    into.output_tokens = output
+                found = _input_tokens(usage)
+                if found is not None and (into.input_tokens is None or found > into.input_tokens):
+                    into.input_tokens = found
         elif kind == "content_block_delta":
             delta = event.get("delta")
             if isinstance(delta, dict):

@@ -42,6 +42,17 @@ def as_int(value: Any) -> int | None:
 
 NUMBERS = (int, float)
 
+# No real response comes near this many tokens, and beyond it a double (Redis' and Lua's
+# numbers) no longer holds every integer: a larger "count" is garbage, not usage.
+MAX_COUNT = 1 << 53
+
+
+def as_count(value: Any) -> int | None:
+    """A token count from an upstream's ``usage``: a non-negative number up to MAX_COUNT,
+    else None (then the no-usage rule applies)."""
+    count = as_int(value)
+    return count if count is not None and count <= MAX_COUNT else None
+
 
 def text_of(content: Any) -> str:
     """Text of a message content: a string, or a list of parts with a ``text`` field."""

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .dialect import Dialect, StreamTally
-from .facts import NUMBERS, RequestFacts, as_int, text_of
+from .facts import NUMBERS, RequestFacts, as_count, as_int, text_of
 
 _ERROR_TYPES = {429: "rate_limit_error"}  # else 4xx: invalid_request_error, 5xx: server_error
 
@@ -63,8 +63,8 @@ class OpenAIChat(Dialect):
         if not isinstance(usage, dict):
             return None
         prompt, completion = (
-            as_int(usage.get("prompt_tokens")),
-            as_int(usage.get("completion_tokens")),
+            as_count(usage.get("prompt_tokens")),
+            as_count(usage.get("completion_tokens")),
         )
         if prompt is None or completion is None:
             return None

@@ -355,7 +355,9 @@ class RedisStorage(Storage):
                 if k is None:
                     k = index[state_key] = len(keys) + 1
                     keys.append(state_key)
-                spec += (mode, k, field, window, window_id, amount)
+                # A float: Lua's numbers are doubles anyway, and orjson refuses an int
+                # beyond 64 bits, which would fail the whole batch and leak its leases.
+                spec += (mode, k, field, window, window_id, float(amount))
             return int(await self._run(self._settle, keys, orjson.dumps(spec)))
 
         if len(groups) == 1:
