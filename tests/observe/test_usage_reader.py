@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -77,3 +81,118 @@ def test_garbage_is_counted_and_skipped() -> None:
 def test_estimate_is_at_least_one_token_per_delta() -> None:
     body = b"".join(b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n' for _ in range(9))
     assert read("openai-chat", SSE, body, 50).output_estimate(4.0, 200) == 9
+
+
+OPENAI_STREAM = (
+    b'data: {"choices": [{"delta": {"content": "Hello"}}]}\n\n'
+    b": keep-alive\n\n"
+    b'data: {"choices": [],\n'
+    b'data: "usage": {"prompt_tokens": 7, "completion_tokens": 2}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_every_sse_line_ending_cut_at_every_offset(ending: bytes) -> None:
+    # SSE ends lines with CRLF, LF or a lone CR; a CRLF may be cut between its two bytes.
+    body = OPENAI_STREAM.replace(b"\n", ending)
+    for cut in range(len(body) + 1):
+        reader = UsageReader(DIALECTS["openai-chat"])
+        reader.start(SSE)
+        reader.feed(body[:cut])
+        reader.feed(body[cut:])
+        reader.finish()
+        tally = reader.tally
+        assert (tally.input_tokens, tally.output_tokens, tally.chars) == (7, 2, 5), cut
+        assert reader.bad_events == 0, cut
+
+
+def test_the_rest_of_an_oversized_line_is_not_read_as_a_line() -> None:
+    # The line is dropped once it outgrows the bound; what follows in the same line
+    # (here text that looks like a usage event) is part of it, not a line of its own.
+    fake = b'data: {"choices": [], "usage": {"prompt_tokens": 999999, "completion_tokens": 1}}'
+    chunks = [*OPENAI_STREAM.splitlines(True), b": " + b"x" * (1024 * 1024), fake + b"\n\n"]
+    reader = UsageReader(DIALECTS["openai-chat"])
+    reader.start(SSE)
+    for chunk in chunks:
+        reader.feed(chunk)
+    reader.finish()
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (7, 2)
+    assert reader.bad_events == 1
+
+
+def peak_bytes_while(feed: Callable[[], None]) -> int:
+    tracemalloc.start()
+    try:
+        feed()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_event_of_many_data_lines_is_bounded_and_dropped() -> None:
+    reader = UsageReader(DIALECTS["openai-chat"])
+    reader.start(SSE)
+    line = b"data: " + b"q" * 1000 + b"\n"
+
+    def feed() -> None:
+        for _ in range(10_000):  # 10 MB in one event, no blank line
+            reader.feed(line)
+
+    assert peak_bytes_while(feed) < 3 * 1024 * 1024
+    for chunk in OPENAI_STREAM.splitlines(True):
+        reader.feed(chunk)
+    reader.finish()
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (7, 2)
+    assert reader.bad_events == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "inflated"),
+    [
+        pytest.param(JSON, b"[" + b" " * (64 * 1024 * 1024) + b"]", id="json"),
+        pytest.param(SSE, b"data: " + b"a" * (64 * 1024 * 1024) + b"\n\n", id="sse"),
+    ],
+)
+def test_a_compressed_body_is_inflated_within_bounds(
+    headers: list[tuple[bytes, bytes]], inflated: bytes
+) -> None:
+    bomb = zlib.compress(inflated, 1)  # 64 MiB in a few hundred KB
+    reader = UsageReader(DIALECTS["openai-chat"])
+    reader.start([*headers, (b"content-encoding", b"deflate")])
+
+    def feed() -> None:
+        for start in range(0, len(bomb), 65536):
+            reader.feed(bomb[start : start + 65536])
+        reader.finish()
+
+    assert peak_bytes_while(feed) < 12 * 1024 * 1024
+    assert reader.tally.output_tokens is None
+
+
+def test_x_gzip_is_gzip() -> None:
+    payload = json.dumps({"usage": {"prompt_tokens": 4, "completion_tokens": 6}}).encode()
+    reader = read(
+        "openai-chat", [*JSON, (b"content-encoding", b"x-gzip")], gzip.compress(payload), 5
+    )
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (4, 6)
+
+
+def anthropic_stream(*events: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events)
+
+
+def test_anthropic_later_broken_counts_never_erase_known_ones() -> None:
+    start = {
+        "type": "message_start",
+        "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 100}},
+    }
+    body = anthropic_stream(
+        start,
+        {"type": "message_delta", "usage": {"output_tokens": 30}},
+        # cumulative input without the cache fields, then a broken output count
+        {"type": "message_delta", "usage": {"input_tokens": 10, "output_tokens": None}},
+        {"type": "message_delta", "usage": {"output_tokens": "many"}},
+    )
+    reader = read("anthropic-messages", SSE, body, 64)
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (110, 30)

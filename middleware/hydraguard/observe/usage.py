@@ -16,7 +16,8 @@ import orjson
 from ..inspect.dialect import Dialect, StreamTally
 
 _MAX_JSON = 8 * 1024 * 1024  # a non-streamed completion body larger than this is not parsed
-_MAX_EVENT = 1024 * 1024  # one SSE event larger than this is skipped as broken
+_MAX_EVENT = 1024 * 1024  # one SSE line or event larger than this is skipped as broken
+_INFLATE_STEP = 256 * 1024  # a compressed body is inflated this much at a time (a bomb stays small)
 
 
 class UsageReader:
@@ -24,10 +25,13 @@ class UsageReader:
 
     __slots__ = (
         "_buffer",
+        "_cr",
         "_data",
+        "_data_bytes",
         "_decoder",
         "_dialect",
         "_mode",
+        "_skip_line",
         "bad_events",
         "body_bytes",
         "tally",
@@ -38,6 +42,9 @@ class UsageReader:
         self._mode = ""  # "json" | "sse" | "" (ignored)
         self._buffer = bytearray()
         self._data: list[bytes] = []
+        self._data_bytes = 0  # of the event being read; above _MAX_EVENT it is dropped
+        self._skip_line = False  # the rest of an oversized line is dropped
+        self._cr = False  # the last chunk ended with CR: a LF starting the next one ends nothing
         self._decoder: Any = None
         self.tally = StreamTally()
         self.bad_events = 0
@@ -55,7 +62,7 @@ class UsageReader:
             self._mode = "sse"
         elif b"json" in content_type:
             self._mode = "json"
-        if encoding in (b"gzip", b"deflate"):
+        if encoding in (b"gzip", b"x-gzip", b"deflate"):
             self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
         elif encoding not in (b"", b"identity"):
             self._mode = ""  # e.g. br: we cannot read it, so the estimate applies
@@ -66,30 +73,56 @@ class UsageReader:
         if not self._mode:
             self.body_bytes += len(chunk)
             return
-        if self._decoder is not None:
-            try:
-                chunk = self._decoder.decompress(chunk)
-            except zlib.error:
-                self._mode = ""
-                return
+        decoder = self._decoder
+        if decoder is None:
+            self._take(chunk)
+            return
+        # Inflated a step at a time: a small compressed body may expand a thousandfold.
+        try:
+            self._take(decoder.decompress(chunk, _INFLATE_STEP))
+            while decoder.unconsumed_tail and self._mode:
+                self._take(decoder.decompress(decoder.unconsumed_tail, _INFLATE_STEP))
+        except zlib.error:
+            self._mode = ""
+
+    def _take(self, chunk: bytes) -> None:
+        """Readable (decoded) body bytes."""
         self.body_bytes += len(chunk)
         if self._mode == "json":
             if len(self._buffer) + len(chunk) <= _MAX_JSON:
                 self._buffer += chunk
             else:
                 self._mode = ""
+                self._buffer.clear()
             return
-        self._buffer += chunk
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > _MAX_EVENT:
-                    self._buffer.clear()
-                    self.bad_events += 1
-                return
-            line = bytes(self._buffer[:end]).rstrip(b"\r")
-            del self._buffer[: end + 1]
-            self._line(line)
+        if self._cr or b"\r" in chunk:
+            # SSE lines end with CRLF, LF or a lone CR; make them all LF, a CRLF cut between
+            # two chunks included.
+            if self._cr and chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+            self._cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._buffer
+        scanned = len(buffer)  # holds no LF: only the new bytes need searching
+        buffer += chunk
+        end = buffer.find(b"\n", scanned)
+        while end >= 0:
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            if self._skip_line:
+                self._skip_line = False
+            else:
+                self._line(line)
+            end = buffer.find(b"\n")
+        if self._skip_line:
+            buffer.clear()  # more of an oversized line
+        elif len(buffer) > _MAX_EVENT:
+            if buffer.startswith(b"data:"):
+                self._data_bytes = _MAX_EVENT + 1  # its event is dropped (and counted) at its end
+            else:
+                self.bad_events += 1
+            buffer.clear()
+            self._skip_line = True
 
     def finish(self) -> None:
         if self._mode == "json" and self._buffer:
@@ -102,28 +135,36 @@ class UsageReader:
                 if found is not None:
                     self.tally.input_tokens, self.tally.output_tokens = found
         elif self._mode == "sse":
-            if self._buffer:
-                self._line(bytes(self._buffer).rstrip(b"\r"))
+            if self._buffer and not self._skip_line:
+                self._line(bytes(self._buffer))
             self._line(b"")
         self._buffer.clear()
 
     def _line(self, line: bytes) -> None:
         if not line:
-            if self._data:
+            if self._data_bytes > _MAX_EVENT:
+                self.bad_events += 1
+            elif self._data:
                 payload = b"\n".join(self._data)
-                self._data.clear()
-                if payload.strip() == b"[DONE]":
-                    return
-                try:
-                    event = orjson.loads(payload)
-                except ValueError:
-                    self.bad_events += 1
-                    return
-                self._dialect.stream_event(event, self.tally)
+                if payload.strip() != b"[DONE]":
+                    try:
+                        event = orjson.loads(payload)
+                    except ValueError:
+                        self.bad_events += 1
+                    else:
+                        self._dialect.stream_event(event, self.tally)
+            self._data.clear()
+            self._data_bytes = 0
             return
         if line.startswith(b"data:"):
             payload = line[5:]
-            self._data.append(payload[1:] if payload.startswith(b" ") else payload)
+            if payload.startswith(b" "):
+                payload = payload[1:]
+            self._data_bytes += len(payload) + 1
+            if self._data_bytes > _MAX_EVENT:
+                self._data.clear()  # the event is dropped when it ends
+            else:
+                self._data.append(payload)
 
     def output_estimate(self, chars_per_token: float, status: int) -> int:
         """Output when the upstream never said: streamed text / chars_per_token, at least one
