@@ -152,6 +152,33 @@ async def test_refusal_envelope_and_headers(
         )
 
 
+async def test_an_upstreams_own_ratelimit_fields_are_replaced_not_doubled(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    # A real model API answers with its own x-ratelimit-* (the gateway's org-wide quota):
+    # with ours added, a client read two conflicting values of one field.
+    async def upstream(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"X-RateLimit-Remaining-Requests", b"4999"),
+            (b"x-ratelimit-limit-requests", b"5000"),
+            (b"ratelimit", b'"org";r=4999;t=1'),
+            (b"x-request-id", b"req-1"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps(kit.openai_reply()).encode()})
+
+    g = await guarded(upstream, kit.base_policy(requests="10/minute"))
+    response = await g.client.post(CHAT, json=CHAT_BODY, headers={"x-account-id": "rl"})
+    assert response.status_code == 200
+    assert response.headers.get_list("x-ratelimit-remaining-requests") == ["9"]
+    assert response.headers.get_list("x-ratelimit-limit-requests") == ["10"]
+    assert len(response.headers.get_list("ratelimit")) == 1
+    assert "org" not in response.headers["ratelimit"]
+    assert response.headers["x-request-id"] == "req-1"
+
+
 def _facts(g: Any, body: Any) -> Any:
     from hydraguard.inspect.dialects import DIALECTS
 

@@ -16,7 +16,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admit.gate import Decision, Gate
-from .admit.headers import policy_header, ratelimit_headers
+from .admit.headers import policy_header, ratelimit_headers, with_ratelimit_headers
 from .admit.plan import BLOCK_SUFFIX, account_prefix, cluster_prefix
 from .assess.effects import NONE as NO_EFFECTS
 from .assess.effects import Effects, effects_of
@@ -355,7 +355,7 @@ class Guard:
                 status = message["status"]
                 raw = list(message.get("headers", ()))
                 reader.start(raw)
-                message = {**message, "headers": raw + extra}
+                message = {**message, "headers": with_ratelimit_headers(raw, extra)}
             elif message["type"] == "http.response.body":
                 reader.feed(message.get("body", b""))
             await send(message)

@@ -84,6 +84,16 @@ def ratelimit_headers(
     return out
 
 
+def with_ratelimit_headers(
+    app_headers: list[tuple[bytes, bytes]], ours: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The app's response headers plus ours. An app's own fields of the same names (an
+    upstream model API's ``x-ratelimit-*``: its quota for the whole gateway) are dropped,
+    so that a client never reads two conflicting values of one field."""
+    names = {name for name, _ in ours}
+    return [item for item in app_headers if item[0].lower() not in names] + ours
+
+
 _OPENAI_NAMES = {
     kind: (
         f"x-ratelimit-limit-{kind}".encode(),
