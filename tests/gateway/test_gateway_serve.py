@@ -4,6 +4,7 @@ user runs it: a subprocess on a free port, its banner, its curl line and its ref
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -342,3 +344,49 @@ async def test_sighup_reloads_a_running_serve(tmp_path: Path) -> None:
             assert served.process.returncode is None
     assert 'hydraguard_policy_reloads_total{result="ok"} 1.0' in metrics
     assert "reloaded (SIGHUP)" in served.err()
+
+
+async def test_serve_believes_x_forwarded_for_only_from_the_policys_proxies(
+    serve: Serve, tmp_path: Path
+) -> None:
+    # The policy trusts no proxy: a client on the loopback cannot pick its address (and so
+    # its account) with X-Forwarded-For, and the upstream learns the real peer. uvicorn's
+    # own proxy-headers handling, on by default and trusting 127.0.0.1, did both.
+    forwarded: list[str] = []
+
+    async def upstream(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        forwarded.append(dict(scope["headers"]).get(b"x-forwarded-for", b"").decode())
+        body = json.dumps({"usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    base = await serve(upstream)
+    policy = yaml.safe_load(default_policy_path().read_text())
+    policy["identity"]["trusted_proxies"] = []
+    policy["anomaly"]["enabled"] = False
+    path = tmp_path / "no-proxies.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    env = {**os.environ, "HYDRAGUARD_ADMIN_TOKEN": "t0ken"}
+    async with hydraguard_serve(
+        tmp_path, "--policy", str(path), "--upstream", base, env=env
+    ) as served:
+        async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
+            response = await http.post(
+                "/v1/chat/completions",
+                json={**CHAT, "max_tokens": 8},
+                headers={"x-forwarded-for": "203.0.113.9"},
+            )
+            assert response.status_code == 200, response.text
+            admin = {"authorization": "Bearer t0ken"}
+            real = (await http.get("/_hydraguard/accounts/ip-127.0.0.1", headers=admin)).json()
+            spoofed = (await http.get("/_hydraguard/accounts/ip-203.0.113.9", headers=admin)).json()
+    assert forwarded == ["203.0.113.9, 127.0.0.1"]
+
+    def requests(view: dict[str, Any]) -> float:
+        return next(v["usage"] for v in view["limits"] if v["rule"].endswith("requests.60/minute"))
+
+    assert (requests(real), requests(spoofed)) == (1, 0)

@@ -88,6 +88,9 @@ def serve(args: argparse.Namespace) -> int:
             "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hydraguard-metrics-")
         )
     print(banner(config, args.host, args.port, args.workers), flush=True)
+    # proxy_headers off: uvicorn's own X-Forwarded-For handling trusts 127.0.0.1 whatever the
+    # policy says, and would hand HydraGuard (and the upstream's X-Forwarded-For) an address
+    # the client chose; the policy's trusted_proxies decide instead (identify.py).
     try:
         if args.workers > 1:
             server_config = uvicorn.Config(
@@ -98,6 +101,7 @@ def serve(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 log_level=args.log_level,
                 access_log=False,
+                proxy_headers=False,
             )
             with contextlib.suppress(KeyboardInterrupt):
                 Multiprocess(server_config, sockets=[tcp_socket(args.host, args.port)]).run()
@@ -108,6 +112,7 @@ def serve(args: argparse.Namespace) -> int:
                 port=args.port,
                 log_level=args.log_level,
                 access_log=False,
+                proxy_headers=False,
             )
     except StorageError as exc:
         print(f"hydraguard serve: {exc}", file=sys.stderr)
