@@ -8,7 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from hydraguard.identify import Identifier, ProxyMatcher, decode_headers, hash_api_key
+from hydraguard.identify import (
+    MAX_ACCOUNT_CHARS,
+    Identifier,
+    ProxyMatcher,
+    decode_headers,
+    hash_api_key,
+)
 
 MATCHER = ProxyMatcher(
     tuple(
@@ -86,3 +92,36 @@ def test_account_sources_in_order(
     scope = {"client": client, "state": state, "headers": []}
     identity = identifier.identify(scope, headers)
     assert (identity.account, identity.tier) == (account, tier)
+
+
+def test_the_first_line_of_a_repeated_header_wins_as_in_starlette() -> None:
+    from starlette.datastructures import Headers
+
+    raw = [(b"x-account-id", b"first"), (b"X-Account-Id", b"second"), (b"x-org-id", b"o")]
+    assert decode_headers(raw)["x-account-id"] == "first" == Headers(raw=raw)["x-account-id"]
+    assert decode_headers(raw)["x-org-id"] == "o"
+
+
+def test_x_forwarded_for_lines_are_one_list_in_order(kit: SimpleNamespace) -> None:
+    # A client's own line first, then the hop our trusted proxy added on a line of its own:
+    # the client is the proxy's hop, not the address the client wrote.
+    raw = [(b"x-forwarded-for", b"6.6.6.6"), (b"X-Forwarded-For", b"203.0.113.7")]
+    headers = decode_headers(raw)
+    assert headers["x-forwarded-for"] == "6.6.6.6, 203.0.113.7"
+    policy = kit.compile_yaml(
+        POLICY.replace("identity:\n", "identity:\n  trusted_proxies: ['127.0.0.1']\n")
+    )
+    identity = Identifier(policy).identify({"client": ("127.0.0.1", 1), "headers": raw}, headers)
+    assert identity.client_ip == "203.0.113.7"
+
+
+def test_a_long_account_id_becomes_a_bounded_digest(kit: SimpleNamespace) -> None:
+    identifier = Identifier(kit.compile_yaml(POLICY))
+    scope = {"client": None, "state": {}, "headers": []}
+    exact = identifier.identify(scope, {"x-account-id": "a" * MAX_ACCOUNT_CHARS}).account
+    assert exact == "a" * MAX_ACCOUNT_CHARS
+    long_a = identifier.identify(scope, {"x-account-id": "a" * 60_000}).account
+    long_b = identifier.identify(scope, {"x-account-id": "a" * 59_999 + "b"}).account
+    assert long_a.startswith("long-") and len(long_a) == 5 + 24
+    assert long_a != long_b  # distinct ids stay distinct accounts
+    assert long_a == identifier.identify(scope, {"x-account-id": "a" * 60_000}).account

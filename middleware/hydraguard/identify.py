@@ -25,13 +25,34 @@ class Identity:
 
 
 def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    # latin-1 maps every byte, so a non-UTF-8 header can never fail to decode.
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+    """Lower-case names; latin-1 maps every byte, so a non-UTF-8 header never fails to decode.
+
+    Of a header sent on several lines the first line wins, as in starlette's ``Headers`` and
+    most frameworks an app behind us reads it with: the account we count is the account the
+    app serves. x-forwarded-for is a list (RFC 9110, 5.3): its lines are joined in order, so
+    a hop a trusted proxy added on a line of its own is not lost behind a client's line."""
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in reversed(raw)
+    }
+    if len(headers) < len(raw):  # a repeated name: rare, so the common case stays one pass
+        hops = [v.decode("latin-1") for n, v in raw if n.lower() == b"x-forwarded-for"]
+        if len(hops) > 1:
+            headers["x-forwarded-for"] = ", ".join(hops)
+    return headers
+
+
+# An account id becomes part of storage keys and log lines: a longer one (only whoever may
+# set the account header can send it) is replaced by its digest, so that a key stays small.
+MAX_ACCOUNT_CHARS = 256
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
 def hash_api_key(key: str) -> str:
     """API keys are never stored or logged raw: the account becomes a hash of the key."""
-    return "key-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return "key-" + _digest(key)
 
 
 class ProxyMatcher:
@@ -102,7 +123,11 @@ class Identifier:
                 account = "ip-" + ip
             if account:
                 break
-        return Identity(account or "anonymous", self.tier_for(context, state), ip, context, state)
+        if not account:
+            account = "anonymous"
+        elif len(account) > MAX_ACCOUNT_CHARS:
+            account = "long-" + _digest(account)
+        return Identity(account, self.tier_for(context, state), ip, context, state)
 
     def tier_for(self, headers: dict[str, str], state: dict[str, Any]) -> str:
         tier = None
