@@ -257,7 +257,10 @@ async def test_serve_defaults_mock_banner_curl_line_metrics(tmp_path: Path) -> N
             metrics = await http.get(f"{served.base}/metrics")
     assert health.status_code == 200 and health.json()["policy"] == "default"
     assert metrics.status_code == 200
-    await promtool_check(metrics.text)  # the global registry: process_ and python_ metrics too
+    await promtool_check(metrics.text)
+    names = {family.name for family in text_string_to_metric_families(metrics.text)}
+    assert "hydraguard_process_cpu_seconds" in names  # the process metrics, under the prefix
+    assert all(name.startswith("hydraguard_") for name in names), sorted(names)
     admitted = admitted_then_refused(responses)
     assert admitted <= 60  # never more than the default tier's 60/minute
     if admitted == 60:
