@@ -13,6 +13,22 @@ if TYPE_CHECKING:
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Headers that carry credentials: never logged, and never an account id or a linking signal
+# as they are (the policy refuses them there; ``api_key: true`` keeps a key as a hash).
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
+
+
+def refuse_credentials(header: str) -> None:
+    """For the policy: an account id or a linking signal read from a credential header
+    would keep the raw key in storage, logs, decisions and admin answers."""
+    if header in CREDENTIAL_HEADERS:
+        raise ValueError(
+            f"{header!r} carries credentials, which are never kept raw: "
+            "to identify accounts by API key use 'api_key: true' (kept as a hash)"
+        )
+
 
 @dataclass(slots=True)
 class Identity:

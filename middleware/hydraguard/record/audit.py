@@ -32,7 +32,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..identify import Identity
+from ..identify import CREDENTIAL_HEADERS, Identity
 
 TRUNCATED = "_hydraguard_truncated"
 
@@ -45,10 +45,6 @@ CONTEXT_HEADERS = (
     "x-device-fingerprint",
     "x-ja4",
     "user-agent",
-)
-# Credentials: never written, even when a policy names them as context headers.
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
 )
 
 log = logging.getLogger("hydraguard.audit")
@@ -92,7 +88,7 @@ def audit_record(
     kept = {
         name: seen[name]
         for name in (h.lower() for h in headers)
-        if name in seen and name not in SECRET_HEADERS
+        if name in seen and name not in CREDENTIAL_HEADERS  # never written, even when named
     }
     return {
         "ts": round(ts, 3),
