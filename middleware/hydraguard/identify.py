@@ -65,6 +65,9 @@ class ProxyMatcher:
             except ValueError:
                 known = False
             else:
+                # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d.
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped
                 known = any(address in network for network in self.networks)
             if len(self._cache) < 10_000:
                 self._cache[host] = known
@@ -90,9 +93,15 @@ class Identifier:
         peer = client[0] if client else None
         if peer is None or peer not in self.proxies:
             return peer, False
-        forwarded = headers.get("x-forwarded-for")
-        if not forwarded:
+        if "x-forwarded-for" not in headers:
             return peer, True
+        # Every x-forwarded-for line, in order, as one list: some proxies add a line of their
+        # own instead of appending to the one they received (RFC 9110 5.3).
+        forwarded = ", ".join(
+            value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name.lower() == b"x-forwarded-for"
+        )
         # Walk right to left: the first address that is not our own proxy is the client.
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         for hop in reversed(hops):
