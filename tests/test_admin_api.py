@@ -200,7 +200,11 @@ async def test_block_then_unblock(admin_app: Build) -> None:
     assert (await chat(app)).status_code == 200
     again = await app.client.post("/_hydraguard/accounts/acct-1/unblock", headers=ADMIN)
     assert again.json()["was_blocked"] is False
-    for bad in ({"seconds": 0}, {"seconds": -5}, {"seconds": 10**9}, {"seconds": "soon"}, [1]):
+    bad_bodies = (
+        {"seconds": 0}, {"seconds": -5}, {"seconds": 10**9}, {"seconds": "soon"}, [1],
+        {"seconds": None}, {"seconds": [60]}, {"seconds": {}},
+    )  # fmt: skip
+    for bad in bad_bodies:
         response = await app.client.post(
             "/_hydraguard/accounts/acct-1/block", json=bad, headers=ADMIN
         )

@@ -36,6 +36,9 @@ MATCHER = ProxyMatcher(
         ("not-an-ip", False),
         ("", False),
         ("10.0.0.1:8080", False),
+        ("::ffff:127.0.0.1", True),  # an IPv4 peer as a dual-stack socket reports it
+        ("::ffff:10.1.2.3", True),
+        ("::ffff:11.0.0.1", False),
     ],
 )
 def test_proxy_matcher_table(host: str, trusted: bool) -> None:
@@ -125,3 +128,38 @@ def test_a_long_account_id_becomes_a_bounded_digest(kit: SimpleNamespace) -> Non
     assert long_a.startswith("long-") and len(long_a) == 5 + 24
     assert long_a != long_b  # distinct ids stay distinct accounts
     assert long_a == identifier.identify(scope, {"x-account-id": "a" * 60_000}).account
+
+
+PROXIED = """
+name: proxied
+identity:
+  account:
+    - client_ip: true
+  trusted_proxies: ["127.0.0.1", "10.0.0.0/8"]
+tiers:
+  default: {}
+"""
+
+
+@pytest.mark.parametrize(
+    ("peer", "lines", "account"),
+    [
+        pytest.param("10.0.0.2", [b"198.51.100.7, 10.0.0.1"], "ip-198.51.100.7", id="one-line"),
+        pytest.param(
+            "10.0.0.2", [b"198.51.100.7", b"10.0.0.1"], "ip-198.51.100.7", id="a-line-per-proxy"
+        ),
+        pytest.param(
+            "10.0.0.2", [b"6.6.6.6", b"198.51.100.7"], "ip-198.51.100.7", id="spoofed-first-line"
+        ),
+        pytest.param("::ffff:127.0.0.1", [b"198.51.100.7"], "ip-198.51.100.7", id="v4-mapped-peer"),
+        pytest.param("203.0.113.9", [b"198.51.100.7"], "ip-203.0.113.9", id="untrusted-peer"),
+        pytest.param("10.0.0.2", [b""], "ip-10.0.0.2", id="empty"),
+    ],
+)
+def test_forwarded_for_lines_from_trusted_proxies(
+    kit: SimpleNamespace, peer: str, lines: list[bytes], account: str
+) -> None:
+    identifier = Identifier(kit.compile_yaml(PROXIED))
+    raw = [(b"X-Forwarded-For", line) for line in lines]
+    scope = {"client": (peer, 1), "state": {}, "headers": raw}
+    assert identifier.identify(scope, decode_headers(raw)).account == account

@@ -218,7 +218,7 @@ class AdminAPI:
         try:
             body = await request.json()
             seconds = float(body.get("seconds", 3600)) if isinstance(body, dict) else None
-        except ValueError:
+        except (TypeError, ValueError):  # not JSON; seconds null, a list, a word
             seconds = None
         if seconds is None or not 0 < seconds <= MAX_BLOCK_SECONDS:
             return JSONResponse(

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -39,6 +40,18 @@ from .respond import send_error, send_refusal
 from .storage.resilient import ResilientStorage
 
 log = logging.getLogger("hydraguard")
+
+
+@dataclass(slots=True)
+class _Note:
+    """What a request's audit line needs from its arrival, and its place in the log."""
+
+    method: str
+    path: str
+    body: bytes
+    ts: float
+    place: int
+    written: bool = False
 
 
 class Guard:
@@ -134,56 +147,72 @@ class Guard:
                 return
             facts = dialect.parse(parsed)
         now = self.clock()
-        decision = await self.decide(identity, facts, now)
-        note = (scope["method"], path, body, now) if self.audit is not None else None
-        self.decision_seconds.observe(time.perf_counter() - started)
-        layout = decision.plan.layout
-        extra = ratelimit_headers(
-            layout.limits,
-            layout.report_groups,
-            decision.plan.checks,
-            decision.verdict,
-            dialect.name == "openai-chat",
+        # The request's place in the audit log is taken as it arrives (the log is in arrival
+        # order); a request that ends without writing its line gives the place up.
+        note = (
+            _Note(scope["method"], path, body, now, self.audit.arrive())
+            if self.audit is not None
+            else None
         )
-        extra.append(self.policy_headers[identity.tier])
-        if not decision.admitted:
-            await self._refuse(route, dialect, decision, extra, send)
-            if note is not None:
-                self._audit(
-                    note, identity, 429 if decision.degraded != "storage_closed" else 503, None
+        try:
+            decision = await self.decide(identity, facts, now)
+            self.decision_seconds.observe(time.perf_counter() - started)
+            layout = decision.plan.layout
+            extra = ratelimit_headers(
+                layout.limits,
+                layout.report_groups,
+                decision.plan.checks,
+                decision.verdict,
+                dialect.name == "openai-chat",
+            )
+            extra.append(self.policy_headers[identity.tier])
+            if not decision.admitted:
+                await self._refuse(route, dialect, decision, extra, send)
+                if note is not None:
+                    self._audit(
+                        note, identity, 429 if decision.degraded != "storage_closed" else 503, None
+                    )
+                return
+            if facts is not None:
+                body, scope = rewrite_request(
+                    dialect.name,
+                    facts,
+                    body,
+                    scope,
+                    stream_usage=policy.stream_usage,
+                    cap=decision.output_cap,
+                    strip=decision.strip,
                 )
-            return
-        if facts is not None:
-            body, scope = rewrite_request(
-                dialect.name,
-                facts,
-                body,
-                scope,
-                stream_usage=policy.stream_usage,
-                cap=decision.output_cap,
-                strip=decision.strip,
+                receive = replay_receive(body, receive)
+            if decision.delay and not await self._hold_or_refund(decision):
+                self.metrics.decision(policy.name, route.name, "deny", decision.rule)
+                self._count_actions(decision)
+                await send_error(
+                    send,
+                    dialect,
+                    429,
+                    "Too many requests are being held; retry later.",
+                    "rate_limit_exceeded",
+                    headers=[(b"retry-after", str(max(1, round(decision.delay))).encode()), *extra],
+                    extra={"rule": decision.rule, "reason": "throttled"},
+                )
+                if note is not None:
+                    self._audit(note, identity, 429, None)
+                return
+            outcome = "shadow_deny" if decision.shadow_denied else (decision.degraded or "allow")
+            self.metrics.decision(policy.name, route.name, outcome, decision.rule)
+            if decision.actions or decision.shadow_actions:
+                self._count_actions(decision)
+            if facts is not None:
+                self._route_metrics(route)[0].inc(
+                    decision.input_estimate + decision.output_reserved
+                )
+            await self._forward(
+                route, dialect, decision, facts, extra, scope, receive, send, app, note
             )
-            receive = replay_receive(body, receive)
-        if decision.delay and not await self._hold_or_refund(decision):
-            self.metrics.decision(policy.name, route.name, "deny", decision.rule)
-            self._count_actions(decision)
-            await send_error(
-                send,
-                dialect,
-                429,
-                "Too many requests are being held; retry later.",
-                "rate_limit_exceeded",
-                headers=[(b"retry-after", str(max(1, round(decision.delay))).encode()), *extra],
-                extra={"rule": decision.rule, "reason": "throttled"},
-            )
-            return
-        outcome = "shadow_deny" if decision.shadow_denied else (decision.degraded or "allow")
-        self.metrics.decision(policy.name, route.name, outcome, decision.rule)
-        if decision.actions or decision.shadow_actions:
-            self._count_actions(decision)
-        if facts is not None:
-            self._route_metrics(route)[0].inc(decision.input_estimate + decision.output_reserved)
-        await self._forward(route, dialect, decision, facts, extra, scope, receive, send, app, note)
+        finally:
+            if note is not None and not note.written and self.audit is not None:
+                self.audit.skip(note.place)
 
     async def decide(self, identity: Identity, facts: RequestFacts | None, now: float) -> Decision:
         """identify is done; cluster, assess and admit. The live path and replay share it."""
@@ -344,7 +373,7 @@ class Guard:
         receive: Receive,
         send: Send,
         app: ASGIApp,
-        note: tuple[str, str, bytes, float] | None,
+        note: _Note | None,
     ) -> None:
         reader = UsageReader(dialect)
         status = 0
@@ -372,19 +401,19 @@ class Guard:
 
     def _audit(
         self,
-        note: tuple[str, str, bytes, float],
+        note: _Note,
         identity: Identity,
         status: int,
         usage: tuple[int, int] | None,
     ) -> None:
         """The traffic-log line of this request (the body as the client sent it)."""
-        method, path, body, now = note
         assert self.audit is not None
-        self.audit.write(
-            audit_record(
-                identity, method, path, body or None, status, usage, now, self.audit_headers
-            )
-        )
+        note.written = True
+        record = audit_record(
+            identity, note.method, note.path, note.body or None, status, usage, note.ts,
+            self.audit_headers,
+        )  # fmt: skip
+        self.audit.write(record, note.place)
 
     def _settle(
         self,

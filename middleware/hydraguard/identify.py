@@ -13,6 +13,22 @@ if TYPE_CHECKING:
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Headers that carry credentials: never logged, and never an account id or a linking signal
+# as they are (the policy refuses them there; ``api_key: true`` keeps a key as a hash).
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
+
+
+def refuse_credentials(header: str) -> None:
+    """For the policy: an account id or a linking signal read from a credential header
+    would keep the raw key in storage, logs, decisions and admin answers."""
+    if header in CREDENTIAL_HEADERS:
+        raise ValueError(
+            f"{header!r} carries credentials, which are never kept raw: "
+            "to identify accounts by API key use 'api_key: true' (kept as a hash)"
+        )
+
 
 @dataclass(slots=True)
 class Identity:
@@ -70,6 +86,9 @@ class ProxyMatcher:
             except ValueError:
                 known = False
             else:
+                # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d.
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped
                 known = any(address in network for network in self.networks)
             if len(self._cache) < 10_000:
                 self._cache[host] = known
@@ -95,7 +114,7 @@ class Identifier:
         peer = client[0] if client else None
         if peer is None or peer not in self.proxies:
             return peer, False
-        forwarded = headers.get("x-forwarded-for")
+        forwarded = headers.get("x-forwarded-for")  # every line, in order (decode_headers)
         if not forwarded:
             return peer, True
         # Walk right to left: the first address that is not our own proxy is the client.

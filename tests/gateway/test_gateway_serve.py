@@ -259,7 +259,10 @@ async def test_serve_defaults_mock_banner_curl_line_metrics(tmp_path: Path) -> N
             metrics = await http.get(f"{served.base}/metrics")
     assert health.status_code == 200 and health.json()["policy"] == "default"
     assert metrics.status_code == 200
-    await promtool_check(metrics.text)  # the global registry: process_ and python_ metrics too
+    await promtool_check(metrics.text)
+    names = {family.name for family in text_string_to_metric_families(metrics.text)}
+    assert "hydraguard_process_cpu_seconds" in names  # the process metrics, under the prefix
+    assert all(name.startswith("hydraguard_") for name in names), sorted(names)
     admitted = admitted_then_refused(responses)
     assert admitted <= 60  # never more than the default tier's 60/minute
     if admitted == 60:
@@ -274,6 +277,42 @@ async def test_serve_defaults_mock_banner_curl_line_metrics(tmp_path: Path) -> N
             for rule in yaml.safe_load(default_policy_path().read_text())["anomaly"]["rules"]
         }
         assert error["rule"] == "tier.default.requests.60/minute" or error["rule"] in anomaly_rules
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_try_it() -> tuple[str, list[str]]:
+    """The README's "Try it" curl line (one line, port 8000) and the header names of the
+    200 it shows."""
+    text = README.read_text().split("## Try it", 1)[1]
+    blocks = text.split("```")
+    curl = " ".join(line.strip().rstrip("\\").strip() for line in blocks[1].splitlines()[1:])
+    shown = blocks[3].strip().split("\n\n", 1)[0].splitlines()
+    assert shown[0] == "HTTP/1.1 200 OK"
+    return curl.strip(), [line.split(":", 1)[0] for line in shown[1:]]
+
+
+async def test_readme_curl_line_is_the_banners_and_shows_what_the_readme_shows(
+    tmp_path: Path,
+) -> None:
+    curl, names = readme_try_it()
+    async with hydraguard_serve(tmp_path) as served:
+        port = served.base.rsplit(":", 1)[1]
+        banner_curl = next(
+            line.strip() for line in served.out().splitlines() if line.strip().startswith("curl ")
+        )
+        assert banner_curl == curl.replace(":8000/", f":{port}/")
+        process = await asyncio.create_subprocess_exec(
+            *shlex.split(banner_curl), stdout=asyncio.subprocess.PIPE
+        )
+        async with asyncio.timeout(30):
+            output, _ = await process.communicate()
+    head, _, body = output.decode().replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    assert lines[0] == "HTTP/1.1 200 OK"  # run as written, it shows the status and headers
+    assert [line.split(":", 1)[0].lower() for line in lines[1:]] == names
+    assert json.loads(body)["model"] == "hydraguard-mock"
 
 
 async def test_serve_default_quota_refuses_the_61st(tmp_path: Path) -> None:

@@ -119,6 +119,22 @@ def test_valid_fixture_compiles_every_limit_of_a_multi_limit_string() -> None:
             id="tier-default-missing",
         ),
         pytest.param(
+            "account_from_credentials.yaml",
+            [
+                "5: identity.account[1]: 'authorization' carries credentials, which are never "
+                "kept raw: to identify accounts by API key use 'api_key: true' (kept as a hash)"
+            ],
+            id="account-from-credentials",
+        ),
+        pytest.param(
+            "signal_from_credentials.yaml",
+            [
+                "5: clustering.signals.key: 'x-api-key' carries credentials, which are never "
+                "kept raw: to identify accounts by API key use 'api_key: true' (kept as a hash)"
+            ],
+            id="signal-from-credentials",
+        ),
+        pytest.param(
             "several_errors.yaml",
             [
                 "2: mode: Input should be 'enforce' or 'shadow'",

@@ -176,6 +176,46 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
     assert not log.write(sample(99)) and log.dropped == 11 - accepted  # closed: dropped
 
 
+def outputs(path: Path) -> list[int]:
+    return [line["usage"]["output_tokens"] for line in lines_of(path)]
+
+
+def test_lines_are_in_arrival_order_whatever_order_requests_finish(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        places = [log.arrive() for _ in range(5)]
+        log.write(sample(2), places[2])
+        log.write(sample(1), places[1])
+        log.skip(places[3])  # this request ends without a line
+        log.write(sample(4), places[4])
+        log._listener.queue.join()  # type: ignore[attr-defined]
+        assert not path.exists()  # nothing written yet: all wait for the first, still running
+        log.write(sample(0), places[0])
+    assert outputs(path) == [0, 1, 2, 4]
+
+
+def test_a_long_request_holds_back_a_bounded_number_of_lines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, max_waiting=3) as log:
+        running = log.arrive()
+        for i in range(1, 5):
+            log.write(sample(i), log.arrive())  # the fourth waiting line is one too many
+        log.write(sample(0), running)  # written late, after the ones it held back
+        log.write(sample(5), log.arrive())
+    assert outputs(path) == [1, 2, 3, 4, 0, 5]
+
+
+def test_closing_writes_the_waiting_lines_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    running = log.arrive()
+    for i in (1, 2):
+        log.write(sample(i), log.arrive())
+    log.close()
+    assert outputs(path) == [1, 2]
+    assert not log.write(sample(0), running) and log.dropped == 1  # closed: dropped
+
+
 def test_write_errors_are_counted_not_raised(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "missing-dir" / "audit.jsonl")
     log.write(sample(1))

@@ -137,3 +137,19 @@ def test_missing_traffic_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
             "--decisions", str(tmp_path / "d.jsonl")]  # fmt: skip
     assert main(args) == 2
     assert "no such traffic log" in capsys.readouterr().err
+
+
+def test_every_malformed_line_is_reported_past_the_first_ten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[dict[str, object] | str] = [record("a1", T0, output=10)]
+    lines += [f'{{"ts": {i}}}' for i in range(12)]  # no account
+    traffic = write_traffic(tmp_path / "traffic.jsonl", lines)
+    out = tmp_path / "d.jsonl"
+    args = ["replay", str(traffic), "--policy", str(policy_file(tmp_path)), "--decisions", str(out)]
+    assert main(args) == 0
+    decisions = read_lines(out)
+    assert [d["line"] for d in decisions if "error" in d] == list(range(1, 13))
+    err = capsys.readouterr().err
+    assert f"{traffic}:11: account is missing" in err and f"{traffic}:12:" not in err
+    assert f"{traffic}: 2 more malformed lines" in err

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from ..assess.config import parse_duration
+from ..identify import refuse_credentials
 
 RESERVED_SIGNALS = frozenset({"manual"})  # "manual" names operator links in explanations
 
@@ -77,6 +78,7 @@ class SignalSpec(Strict):
             raise ValueError("a signal needs exactly one of header, state, client_ip, template")
         if self.header is not None:
             object.__setattr__(self, "header", self.header.lower())
+            refuse_credentials(self.header)
         if self.ignore_cidrs and self.client_ip is None:
             raise ValueError("ignore_cidrs applies only to a client_ip signal")
         if not self.explicit and self.weight == 0.0:

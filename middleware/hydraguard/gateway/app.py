@@ -14,7 +14,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -62,6 +68,11 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
         upstream = proxy
     else:
         upstream = create_mock_app(latency=config.mock_latency, token_delay=config.mock_token_delay)
+    if registry is None:
+        # Its own registry, not the global one: every metric the gateway serves is prefixed
+        # hydraguard_ (DESIGN.md), the process metrics included, instead of process_/python_.
+        registry = CollectorRegistry()
+        ProcessCollector(namespace="hydraguard", registry=registry)
     guard = HydraGuard(upstream, policy=config.policy, storage=config.storage, registry=registry)
     policy_file = Path(config.policy) if config.policy else default_policy_path()
 

@@ -32,7 +32,7 @@ def banner(config: GatewayConfig, host: str, port: int, workers: int) -> str:
             f"  metrics:  {base}/metrics   health: {base}/healthz",
             "",
             "Try it:",
-            f"  curl -s {base}/v1/chat/completions -H 'content-type: application/json' "
+            f"  curl -si {base}/v1/chat/completions -H 'content-type: application/json' "
             "-H 'x-account-id: demo' "
             '-d \'{"model": "hydraguard-mock", "max_tokens": 32, '
             '"messages": [{"role": "user", "content": "Hello!"}]}\'',

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from ..assess.config import AnomalyConfig
 from ..cluster.config import ClusteringConfig
+from ..identify import refuse_credentials
 from ..record.audit import AuditConfig
 
 Mode = Literal["enforce", "shadow"]
@@ -119,6 +120,7 @@ class AccountSource(Strict):
             )
         if self.header is not None:
             object.__setattr__(self, "header", self.header.lower())
+            refuse_credentials(self.header)
         return self
 
 

@@ -6,6 +6,12 @@ rotates by size and writes each line with one ``write`` call followed by a flush
 a reader never sees half a line. When the queue is full the line is dropped and
 counted: a slow disk must not grow memory or stall the event loop.
 
+Lines are in arrival order, as the format says, although requests finish in any order: a
+request takes its place when it arrives (``arrive()``) and a finished line waits for the
+lines of the requests that arrived before it. At most ``queue_size`` lines wait (as many
+as the queue holds): past that, a request still running (a long stream) stops holding the
+others back and its line is written when it finishes, late.
+
 Request bodies larger than ``body_cap`` bytes (as JSON) are replaced by a marker
 object: the body's top-level fields that fit within the cap, in order (large ones
 such as ``messages`` are left out), plus ``"_hydraguard_truncated": {"bytes": N,
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import queue
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +32,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..identify import Identity
+from ..identify import CREDENTIAL_HEADERS, Identity
 
 TRUNCATED = "_hydraguard_truncated"
 
@@ -38,10 +45,6 @@ CONTEXT_HEADERS = (
     "x-device-fingerprint",
     "x-ja4",
     "user-agent",
-)
-# Credentials: never written, even when a policy names them as context headers.
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
 )
 
 log = logging.getLogger("hydraguard.audit")
@@ -85,7 +88,7 @@ def audit_record(
     kept = {
         name: seen[name]
         for name in (h.lower() for h in headers)
-        if name in seen and name not in SECRET_HEADERS
+        if name in seen and name not in CREDENTIAL_HEADERS  # never written, even when named
     }
     return {
         "ts": round(ts, 3),
@@ -187,6 +190,7 @@ class AuditLog:
         body_cap: int = AuditConfig.model_fields["body_cap"].default,
         queue_size: int = AuditConfig.model_fields["queue_size"].default,
         on_drop: Callable[[], None] | None = None,
+        max_waiting: int | None = None,  # lines waiting for an earlier one; default queue_size
     ) -> None:
         self.path = str(path)
         self.body_cap = body_cap
@@ -194,6 +198,13 @@ class AuditLog:
         self.errors = 0
         self.on_drop = on_drop
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
+        # Arrival order: places handed out, the next place to write, finished lines waiting
+        # for earlier places (None: that request wrote no line).
+        self._lock = threading.Lock()
+        self._arrived = 0
+        self._next = 0
+        self._waiting: dict[int, str | None] = {}
+        self._max_waiting = queue_size if max_waiting is None else max_waiting
         self._handler = _Rotating(self.path, max_bytes, backups, self._error)
         self._listener = _Listener(self._queue, self._handler)
         self._listener.start()
@@ -212,9 +223,48 @@ class AuditLog:
             on_drop=on_drop,
         )
 
-    def write(self, record: Mapping[str, Any]) -> bool:
-        """Queue one record; never blocks. False when it was dropped (queue full or closed)."""
+    def arrive(self) -> int:
+        """The place in the log of a request arriving now; pass it to ``write`` (or to
+        ``skip`` when the request writes no line), or every later line waits for it."""
+        with self._lock:
+            place = self._arrived
+            self._arrived += 1
+            return place
+
+    def write(self, record: Mapping[str, Any], place: int | None = None) -> bool:
+        """Queue one record; never blocks. With a ``place`` from ``arrive``, the line waits
+        for the lines of earlier places. False when it was dropped (queue full or closed)."""
         line = encode_line(record, self.body_cap).decode("utf-8")
+        if place is None:
+            return self._put(line)
+        with self._lock:
+            if place < self._next:  # given up waiting for: it is late
+                return self._put(line)
+            self._waiting[place] = line
+            return self._release()
+
+    def skip(self, place: int) -> None:
+        """The request of ``place`` writes no line: later lines stop waiting for it."""
+        with self._lock:
+            if place >= self._next:
+                self._waiting[place] = None
+                self._release()
+
+    def _release(self) -> bool:
+        """Queue the waiting lines whose turn it is (under the lock); False if any dropped."""
+        queued = True
+        waiting = self._waiting
+        while True:
+            while self._next in waiting:
+                line = waiting.pop(self._next)
+                self._next += 1
+                if line is not None:
+                    queued = self._put(line) and queued
+            if len(waiting) <= self._max_waiting:
+                return queued
+            self._next = min(waiting)  # stop waiting for the requests still running
+
+    def _put(self, line: str) -> bool:
         if self._open:
             try:
                 self._queue.put_nowait(line)
@@ -235,6 +285,9 @@ class AuditLog:
         """Write what is queued, stop the thread and close the file (idempotent)."""
         if not self._open:
             return
+        with self._lock:  # what waits for a request still running is written now, in order
+            self._max_waiting = 0
+            self._release()
         self._open = False
         self._listener.stop()
         self._handler.close()

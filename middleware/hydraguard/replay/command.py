@@ -75,6 +75,12 @@ async def replay_policies(
         )
         for problem in tally.invalid_lines[:10]:
             print(f"{traffic}:{problem['line'] + 1}: {problem['error']}", file=sys.stderr)
+        if tally.invalid > 10:
+            print(
+                f"{traffic}: {tally.invalid - 10} more malformed lines; the decision line of "
+                "each carries its line number and the error",
+                file=sys.stderr,
+            )
         policies[policy_key(source, policies)] = {
             "policy": {"name": policy.name, "source": source},
             **tally.report(),

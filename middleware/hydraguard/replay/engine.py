@@ -132,8 +132,8 @@ class Engine:
         cases (a plain JSON body, no usage field missing, a zero risk) skip helper calls."""
         get = record.get
         ts = float(record["ts"])
-        # An audit log is written as requests finish, so arrival stamps can be slightly
-        # out of order; the replay clock never goes back.
+        # An audit log is in arrival order, but a line the log stopped waiting for (a long
+        # stream) comes late, and a system clock can step back: the replay clock never does.
         if ts > self.now:
             self.now = ts
         now = self.now
