@@ -15,18 +15,23 @@ from uvicorn.supervisors import Multiprocess
 from ..errors import PolicyError, StorageError
 from ..policy.loader import load_policy
 from ..storage.factory import storage_from_uri
+from ..urls import shown
 from .app import GatewayConfig, app_from_env, config_to_env
 
 
 def banner(config: GatewayConfig, host: str, port: int, workers: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{port}"
-    upstream = config.upstream or "the BUILT-IN MOCK MODEL (a deterministic fake, not a real model)"
+    address = f"[{host}]" if ":" in host else host
+    base = f"http://{address}:{port}"
+    upstream = (
+        shown(config.upstream)
+        if config.upstream
+        else "the BUILT-IN MOCK MODEL (a deterministic fake, not a real model)"
+    )
     return "\n".join(
         [
             "",
             f"hydraguard gateway on {base} "
-            f"({workers} worker{'s' if workers > 1 else ''}, storage {config.storage})",
+            f"({workers} worker{'s' if workers > 1 else ''}, storage {shown(config.storage)})",
             f"  upstream: {upstream}",
             f"  policy:   {config.policy or 'shipped default'}",
             f"  metrics:  {base}/metrics   health: {base}/healthz",

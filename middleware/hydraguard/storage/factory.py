@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import StorageError
+from ..urls import shown
 from .base import Storage
 
 
@@ -21,6 +22,6 @@ def storage_from_uri(
 
         return RedisStorage(uri, sliding=sliding, timeout=timeout)
     raise StorageError(
-        f"unknown storage {uri!r}: use memory:// or a Redis URL "
+        f"unknown storage {shown(uri)!r}: use memory:// or a Redis URL "
         "(redis://host:6379/0, rediss://, redis+sentinel://, redis+cluster://)"
     )

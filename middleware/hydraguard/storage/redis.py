@@ -24,6 +24,7 @@ from redis.exceptions import NoScriptError
 
 from ..background import Background
 from ..errors import StorageError
+from ..urls import shown
 from .base import Charge, Check, Lease, Storage, Verdict, window_usage
 from .redis_cluster_guard import guard_cluster_client
 from .redis_packing import fast_connection_class
@@ -116,7 +117,7 @@ class RedisStorage(Storage):
     shared = True
 
     def __init__(self, uri: str, *, sliding: bool = True, timeout: float | None = None) -> None:
-        self.uri = uri
+        self.uri = shown(uri)  # for logs and errors: no password
         self.sliding = sliding
         options: dict[str, Any] = {}
         if timeout is not None:
@@ -127,7 +128,7 @@ class RedisStorage(Storage):
         try:
             wrapped = storage_from_string("async+" + uri, implementation="redispy", **options)
         except Exception as exc:  # limits raises ConfigurationError and ValueError for bad URLs
-            raise StorageError(f"cannot use storage {uri!r}: {exc}") from exc
+            raise StorageError(f"cannot use storage {self.uri!r}: {exc}") from exc
         self._limits_storage = wrapped
         self.client: Any = wrapped.bridge.get_connection()  # type: ignore[union-attr]
         self.cluster = type(wrapped).__name__ == "RedisClusterStorage"
