@@ -392,6 +392,12 @@ class Guard:
         self.in_flight.inc()
         try:
             await app(scope, receive, observe)
+        except BaseException as exc:
+            if not status:  # no answer started: record what the client got instead
+                # The server answers 500 for an app that raised; 499 (nginx's "client
+                # closed request") when the request was cancelled because the client left.
+                status = 499 if isinstance(exc, asyncio.CancelledError) else 500
+            raise
         finally:
             # Runs on completion, error and cancellation alike: settle and release the slot.
             self.in_flight.dec()

@@ -157,3 +157,34 @@ async def test_a_request_refused_while_others_are_held_has_its_line(tmp_path: Pa
     await guard.aclose()
     assert [line["status"] for line in lines] == [200, 200, 429]
     assert lines[2]["usage"] is None
+
+
+async def test_a_request_with_no_answer_is_logged_as_what_the_client_got(tmp_path: Path) -> None:
+    # An app that raises before answering: the server sends 500, and so says the log (a
+    # status 0 would replay as a 200 served in full). A client that leaves first: 499.
+    log = tmp_path / "audit.jsonl"
+    policy = compile_policy(parse_policy(POLICY.format(path=log)), "audited")
+    started = asyncio.Event()
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["headers"] and dict(scope["headers"]).get(b"x-mode") == b"hang":
+            started.set()
+            await asyncio.sleep(3600)
+        raise RuntimeError("upstream bug")
+
+    guard = HydraGuard(app, policy=policy, registry=CollectorRegistry())
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard, raise_app_exceptions=False), base_url="http://t"
+    ) as client:
+        assert (await client.post("/v1/chat/completions", json=body)).status_code == 500
+        hanging = asyncio.create_task(
+            client.post("/v1/chat/completions", json=body, headers={"x-mode": "hang"})
+        )
+        await started.wait()
+        hanging.cancel()
+        await asyncio.gather(hanging, return_exceptions=True)
+    await guard.aclose()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["status"] for line in lines] == [500, 499]
+    assert [line["usage"]["output_tokens"] for line in lines] == [0, 0]
