@@ -111,6 +111,14 @@ def test_valid_fixture_compiles_every_limit_of_a_multi_limit_string() -> None:
             id="route-path-and-prefix",
         ),
         pytest.param(
+            "duplicate_route.yaml",
+            [
+                "7: routes[2].path: path '/v1/chat/completions' is already routes[0]: a second "
+                "route for it would never match"
+            ],
+            id="duplicate-route",
+        ),
+        pytest.param(
             "tier_default_missing.yaml",
             [
                 "5: identity.tier.default: identity.tier.default is 'free', "

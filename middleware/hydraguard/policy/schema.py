@@ -98,7 +98,7 @@ def _network(value: str) -> str:
 class KeyedValueError(ValueError):
     """A model-level error that belongs to one key: the loader reports that key's line."""
 
-    def __init__(self, key_path: tuple[str, ...], message: str) -> None:
+    def __init__(self, key_path: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
         self.key_path = key_path
 
@@ -214,4 +214,20 @@ class Policy(Strict):
                 f"identity.tier.default is {self.identity.tier.default!r}, "
                 f"which is not among the tiers ({', '.join(sorted(self.tiers))})",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _routes_are_distinct(self) -> Policy:
+        # A second route for the same path or prefix could never match: the first one wins.
+        seen: dict[tuple[str, str], int] = {}
+        for i, route in enumerate(self.routes):
+            kind = "path" if route.path is not None else "prefix"
+            value = route.path if route.path is not None else route.prefix
+            first = seen.setdefault((kind, value or ""), i)
+            if first != i:
+                raise KeyedValueError(
+                    ("routes", i, kind),
+                    f"{kind} {value!r} is already routes[{first}]: a second route for it "
+                    "would never match",
+                )
         return self
