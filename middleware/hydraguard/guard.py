@@ -35,7 +35,7 @@ from .metrics import Metrics
 from .observe.usage import UsageReader
 from .policy.compiled import CompiledPolicy, CompiledRoute
 from .record.audit import AuditLog, audit_record
-from .record.headers import audit_headers
+from .record.headers import audit_headers, audit_state_keys
 from .respond import send_error, send_refusal
 from .storage.resilient import ResilientStorage
 
@@ -86,6 +86,7 @@ class Guard:
         self.max_held = policy.anomaly.max_delayed
         self.audit = audit
         self.audit_headers = audit_headers(policy)
+        self.audit_state_keys = audit_state_keys(policy)
         self._held = 0
         self.identifier = Identifier(policy)
         self.metrics = metrics
@@ -417,7 +418,7 @@ class Guard:
         note.written = True
         record = audit_record(
             identity, note.method, note.path, note.body or None, status, usage, note.ts,
-            self.audit_headers,
+            self.audit_headers, self.audit_state_keys,
         )  # fmt: skip
         self.audit.write(record, note.place)
 

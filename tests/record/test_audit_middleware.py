@@ -188,3 +188,66 @@ async def test_a_request_with_no_answer_is_logged_as_what_the_client_got(tmp_pat
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [line["status"] for line in lines] == [500, 499]
     assert [line["usage"]["output_tokens"] for line in lines] == [0, 0]
+
+
+STATEFUL = """
+name: audited-state
+identity:
+  account:
+    - state: user
+  tier:
+    state: plan
+tiers:
+  default:
+    requests: "1/minute"
+  pro:
+    requests: "3/minute"
+clustering:
+  enabled: true
+  signals:
+    card: {{state: card, weight: 1.0}}
+audit:
+  enabled: true
+  path: {path}
+"""
+
+
+async def test_state_the_policy_reads_is_logged_and_replayed(tmp_path: Path) -> None:
+    # An auth layer in the same process puts account, plan and payment card in
+    # scope["state"]; the log keeps them, so replay gets the same tiers and clusters.
+    log = tmp_path / "audit.jsonl"
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(STATEFUL.format(path=log))
+    policy = compile_policy(parse_policy(policy_file.read_text()), str(policy_file))
+    guard = HydraGuard(create_mock_app(), policy=policy, registry=CollectorRegistry())
+
+    async def auth(scope, receive, send):  # type: ignore[no-untyped-def]
+        user = dict(scope["headers"])[b"x-user"].decode()
+        scope["state"] = {"user": user, "plan": "pro", "card": "card-1", "secret": object()}
+        await guard(scope, receive, send)
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=auth), base_url="http://t"
+    ) as client:
+        statuses = [
+            (
+                await client.post("/v1/chat/completions", json=body, headers={"x-user": user})
+            ).status_code
+            for user in ("u1", "u1", "u1", "u2")
+        ]
+    await guard.aclose()
+    assert statuses == [200, 200, 200, 200]  # pro: 3/minute
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines[0]["state"] == {
+        "user": "u1",
+        "plan": "pro",
+        "card": "card-1",
+    }  # only what it reads
+
+    decisions = tmp_path / "decisions.jsonl"
+    args = ["replay", str(log), "--policy", str(policy_file), "--decisions", str(decisions)]
+    assert await asyncio.to_thread(main, args) == 0
+    replayed = [json.loads(line) for line in decisions.read_text().splitlines()]
+    assert [d["admitted"] for d in replayed] == [True, True, True, True]  # the pro tier again
+    assert replayed[0]["cluster"] == replayed[3]["cluster"]  # u1 and u2 share the card

@@ -79,9 +79,11 @@ def audit_record(
     usage: tuple[int, int] | Mapping[str, int] | None,
     ts: float,
     headers: Iterable[str] = CONTEXT_HEADERS,
+    state_keys: Iterable[str] = (),
 ) -> dict[str, Any]:
     """One traffic-log record. ``identity.account`` is already resolved (an API key only
-    ever appears hashed); only the named context headers are kept, never credentials."""
+    ever appears hashed); only the named context headers are kept, never credentials, and
+    the named ``scope["state"]`` keys, as an extra ``state`` field when any is set."""
     if isinstance(usage, tuple):
         usage = {"input_tokens": usage[0], "output_tokens": usage[1]}
     seen = identity.headers
@@ -90,7 +92,7 @@ def audit_record(
         for name in (h.lower() for h in headers)
         if name in seen and name not in CREDENTIAL_HEADERS  # never written, even when named
     }
-    return {
+    record = {
         "ts": round(ts, 3),
         "account": identity.account,
         "ip": identity.client_ip,
@@ -101,6 +103,22 @@ def audit_record(
         "status": status,
         "usage": dict(usage) if usage is not None else None,
     }
+    state = identity.state
+    if state:
+        values = {key: _plain(state[key]) for key in state_keys if state.get(key) is not None}
+        if values:
+            record["state"] = values
+    return record
+
+
+def _plain(value: Any) -> Any:
+    """A state value as JSON can hold it: numbers, strings and lists of them stay as they
+    are (a signal may have several values); anything else is written as its str()."""
+    if isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [v if isinstance(v, str | int | float | bool) else str(v) for v in value]
+    return str(value)
 
 
 def cap_body(body: Any, encoded: bytes, body_cap: int) -> dict[str, Any]:

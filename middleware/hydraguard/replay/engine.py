@@ -91,7 +91,7 @@ async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 _NONE: tuple[str, ...] = ()
 _NUMBER = (int, float)
-_NO_STATE: dict[str, Any] = {}  # replay has no ASGI scope state; never written to
+_NO_STATE: dict[str, Any] = {}  # a line without a "state" field; never written to
 
 
 def malformed(error: str | None) -> Result:
@@ -168,9 +168,12 @@ class Engine:
                     )  # fmt: skip
             facts = dialect.parse(body)  # type: ignore[arg-type]  # checked by _body_problem
         headers = get("headers") or {}
+        state = get("state")  # the scope["state"] keys the policy reads, when any was set
+        if state.__class__ is not dict:
+            state = _NO_STATE
         guard = self.guard
         identity = Identity(
-            account, guard.identifier.tier_for(headers, _NO_STATE), get("ip"), headers
+            account, guard.identifier.tier_for(headers, state), get("ip"), headers, state
         )
         decision = await guard.decide(identity, facts, now)
         served = 0
