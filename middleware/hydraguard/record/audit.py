@@ -1,9 +1,10 @@
 """The audit log: one traffic-log line per request (DESIGN.md), written off the request path.
 
 The request path only encodes the line (orjson, microseconds) and puts it on a bounded
-queue; a stdlib ``QueueListener`` thread hands it to a ``RotatingFileHandler``, which
-rotates by size and writes each line with one ``write`` call followed by a flush, so
-a reader never sees half a line. When the queue is full the line is dropped and
+queue; a stdlib ``QueueListener`` thread hands it to a ``ConcurrentRotatingFileHandler``
+(concurrent-log-handler), which rotates by size and writes each line with one ``write``
+call followed by a flush, under a lock file that every process writing the log shares, so
+a reader never sees half a line and no process loses lines to another's rotation. When the queue is full the line is dropped and
 counted: a slow disk must not grow memory or stall the event loop.
 
 Lines are in arrival order, as the format says, although requests finish in any order: a
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
+from concurrent_log_handler import ConcurrentRotatingFileHandler
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..identify import CREDENTIAL_HEADERS, Identity
@@ -166,15 +168,18 @@ def encode_line(record: Mapping[str, Any], body_cap: int) -> bytes:
     )
 
 
-class _Rotating(logging.handlers.RotatingFileHandler):
-    """Counts write errors (disk full, permissions) instead of printing tracebacks."""
+class _Rotating(ConcurrentRotatingFileHandler):
+    """Counts write errors (disk full, permissions) instead of printing tracebacks.
+
+    Several processes may write one log (``hydraguard serve --workers N``, gunicorn
+    workers): each line is written and each rotation done under a lock file shared by all
+    of them (concurrent-log-handler), where the stdlib's RotatingFileHandler lost lines to
+    rotations racing in other processes."""
 
     def __init__(
         self, path: str, max_bytes: int, backups: int, on_error: Callable[[], None]
     ) -> None:
-        super().__init__(
-            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
-        )
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self.on_error = on_error
 
     def handleError(self, record: logging.LogRecord) -> None:
