@@ -42,6 +42,10 @@ EXTRACTOR = SignalExtractor(CONFIG)
         ({}, {}, "198.51.100.77", None, {"net": ("198.51.100.0/24",)}),
         ({}, {}, "2001:db8:1234:5678::1", None, {"net": ("2001:db8:1234::/48",)}),
         ({}, {}, "::ffff:198.51.100.9", None, {"net": ("198.51.100.0/24",)}),
+        ({}, {}, "::ffff:10.9.8.7", None, {}),  # mapped into an ignored CIDR
+        # a zone survives only when the prefix clears no host bits (as ipaddress does)
+        ({}, {}, "2001:db8:1:2::1%eth0", None, {"net": ("2001:db8:1::/48",)}),
+        ({}, {}, "2001:db8:1::%eth0", None, {"net": ("2001:db8:1::%eth0/48",)}),
         ({}, {}, "10.1.2.3", None, {}),  # ignored CIDR
         ({}, {}, "fd00::1", None, {}),
         ({}, {}, "203.0.113.5", None, {}),  # ignored prefix value

@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from hydraguard.inspect.template import band_keys, fingerprint, hamming, normalise
+from hydraguard.inspect.template import (
+    band_ids,
+    band_key,
+    band_keys,
+    fingerprint,
+    hamming,
+    normalise,
+)
 
 TEMPLATE = (
     "You are a world-class tutor. Solve the following problem and explain your reasoning step "
@@ -112,3 +119,11 @@ def test_long_prompts_are_fingerprinted_on_head_and_tail() -> None:
     a = f"{head} {padding} the middle differs here {padding} {tail}"
     b = f"{head} {padding} something else entirely {padding} {tail}"
     assert fingerprint(a) == fingerprint(b)
+
+
+def test_band_ids_spell_out_as_the_band_keys() -> None:
+    fp = 0x0123_4567_89AB_CDEF
+    assert band_keys(fp) == ["0:cdef", "1:89ab", "2:4567", "3:123"]
+    assert band_keys(fp, 1) == ["0:123456789abcdef"]
+    assert [band_key(i) for i in band_ids(fp)] == band_keys(fp)
+    assert len(set(band_ids(fp, 64))) == 64  # the band number tells equal values apart

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..inspect.template import band_keys, fingerprint
+from ..inspect.template import band_ids, band_key, fingerprint
 from .events import RequestEvent
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from .sharing import RiskSharing
 
 _BATCH = 256  # lessons handled per loop turn, so a backlog never starves requests
-_SIGNALS = 1 << 13  # templates' band keys remembered (cleared when full)
 _RECENT_TEMPLATES = 8  # an account's latest prompts a template must recur among to link
 _ACCOUNTS = 200_000  # accounts whose latest templates are remembered (cleared when full)
 
@@ -42,9 +41,9 @@ class Learning:
                     self.bands = spec.template.bands
         self.active = risk is not None or self.bands > 0
         self.ceilings = {name: tier.max_output_tokens for name, tier in policy.tiers.items()}
-        # template fingerprint -> its LSH band keys: a template resent costs a lookup
-        self._bands: dict[int, tuple[str, ...]] = {}
-        self._recent: dict[str, tuple[str, ...]] = {}  # account -> its latest prompts' band keys
+        # account -> its latest prompts' LSH bands, as ints (band_ids): most prompts never
+        # recur, so only a recurring band is spelled out as a linking value (band_key)
+        self._recent: dict[str, tuple[int, ...]] = {}
         self._queue: list[tuple[Any, ...]] = []
         self._scheduled = False
         self.sharing: RiskSharing | None = None  # set by the Guard on shared storage
@@ -105,17 +104,15 @@ class Learning:
         indexing every one of them would grow the linking index (memory or Redis) with every
         distinct prompt served, forever.
         """
-        keys = self._bands.get(template)
-        if keys is None:
-            if len(self._bands) >= _SIGNALS:
-                self._bands.clear()
-            keys = self._bands[template] = tuple(band_keys(template, self.bands))
+        keys = tuple(band_ids(template, self.bands))
         recent = self._recent.get(account, ())
         again = [key for key in keys if key in recent]
         if len(self._recent) >= _ACCOUNTS and account not in self._recent:
             self._recent.clear()
         self._recent[account] = (recent + keys)[-_RECENT_TEMPLATES * len(keys) :]
-        return self.linker.extractor.template(again) if again else {}  # type: ignore[union-attr]
+        if not again:
+            return {}
+        return self.linker.extractor.template([band_key(key) for key in again])  # type: ignore[union-attr]
 
     def _learn(
         self,

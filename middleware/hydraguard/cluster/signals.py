@@ -10,7 +10,6 @@ from typing import Any
 from .config import ClusteringConfig, SignalSpec
 
 Signals = dict[str, tuple[str, ...]]
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +18,7 @@ class _Compiled:
     kind: str  # "header" | "state" | "client_ip" | "template"
     key: str  # header name or state key; "" for the others
     ignore: frozenset[str]  # lower-cased
-    networks: tuple[_Network, ...]
+    networks: tuple[tuple[int, int, int], ...]  # ignore_cidrs as (version, netmask, network)
     v4_prefix: int
     v6_prefix: int
     bands: int
@@ -32,7 +31,10 @@ def _compile(name: str, spec: SignalSpec) -> _Compiled:
         kind=kind,
         key=spec.header or spec.state or "",
         ignore=frozenset(v.strip().lower() for v in spec.ignore_values),
-        networks=tuple(ipaddress.ip_network(c.strip(), strict=False) for c in spec.ignore_cidrs),
+        networks=tuple(
+            (net.version, int(net.netmask), int(net.network_address))
+            for net in (ipaddress.ip_network(c.strip(), strict=False) for c in spec.ignore_cidrs)
+        ),
         v4_prefix=spec.client_ip.v4_prefix if spec.client_ip else 32,
         v6_prefix=spec.client_ip.v6_prefix if spec.client_ip else 128,
         bands=spec.template.bands if spec.template else 0,
@@ -114,13 +116,22 @@ class SignalExtractor:
             return ()  # "unknown", a unix socket path...: no evidence, not an error
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
-        if any(address in network for network in sig.networks):
+        # The networks as integers, compiled once: `address in network` (Python code in
+        # ipaddress, once per network) and building the prefix as an ip_network cost several
+        # times the parse, for every address not seen before.
+        version, ip = address.version, int(address)
+        if any(v == version and ip & mask == net for v, mask, net in sig.networks):
             return ()
-        prefix = sig.v4_prefix if address.version == 4 else sig.v6_prefix
-        network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-        if str(network) in sig.ignore:
+        prefix, bits = (sig.v4_prefix, 32) if version == 4 else (sig.v6_prefix, 128)
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+            # fe80::1%eth0: ip_network keeps the zone only when no host bits are cleared
+            network = str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+        else:
+            host_bits = (1 << (bits - prefix)) - 1
+            network = f"{type(address)(ip & ~host_bits)}/{prefix}"
+        if network in sig.ignore:
             return ()
-        return (str(network),)
+        return (network,)
 
 
 def _as_values(value: Any) -> Sequence[object]:

@@ -17,7 +17,15 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["band_keys", "clear_cache", "fingerprint", "hamming", "normalise"]
+__all__ = [
+    "band_ids",
+    "band_key",
+    "band_keys",
+    "clear_cache",
+    "fingerprint",
+    "hamming",
+    "normalise",
+]
 
 _MASK64 = (1 << 64) - 1
 _SHINGLE = 3
@@ -163,12 +171,23 @@ def _majority_bits(lanes: int, n: int) -> int:
     return greater
 
 
-def band_keys(fp: int, bands: int = 4) -> list[str]:
-    """LSH keys: ``fp`` cut in ``bands`` bands; fingerprints within ``bands - 1`` bits share one."""
+def band_ids(fp: int, bands: int = 4) -> list[int]:
+    """The LSH bands of ``fp`` as ints, the band's number above bit 64: what
+    :func:`band_keys` spells out, cheaper to compare and keep (see ``band_key``)."""
     assert 0 < bands <= 64 and 64 % bands == 0, "bands must divide 64"
     width = 64 // bands
     mask = (1 << width) - 1
-    return [f"{band}:{(fp >> (band * width)) & mask:x}" for band in range(bands)]
+    return [band << 64 | (fp >> (band * width)) & mask for band in range(bands)]
+
+
+def band_key(band_id: int) -> str:
+    """One band of :func:`band_ids` as a linking value: ``"<band>:<hex>"``."""
+    return f"{band_id >> 64}:{band_id & _MASK64:x}"
+
+
+def band_keys(fp: int, bands: int = 4) -> list[str]:
+    """LSH keys: ``fp`` cut in ``bands`` bands; fingerprints within ``bands - 1`` bits share one."""
+    return [band_key(band_id) for band_id in band_ids(fp, bands)]
 
 
 def hamming(a: int, b: int) -> int:
