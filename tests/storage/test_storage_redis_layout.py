@@ -1,5 +1,6 @@
 """Redis specifics: one JSON state per subject, keys that expire on their own, scripts
-reloaded after a flush or restart, and the hiredis command packing."""
+reloaded after a flush or restart, the hiredis command packing, and the connections
+decisions are sent on."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hydraguard.admit.plan import Planner
 from hydraguard.metrics import metrics_for
 from hydraguard.storage.base import Charge, Check, Lease
 from hydraguard.storage.redis import RedisStorage, split_key
+from hydraguard.storage.redis_connections import DirectConnections
 from hydraguard.storage.redis_packing import HiredisPacking
 from hydraguard.storage.resilient import ResilientStorage
 
@@ -244,6 +246,35 @@ async def test_reset_connections_closes_the_decisions_connections_too(
     await storage.reset_connections()
     assert not any(conn.is_connected for conn in made)
     assert (await storage.acquire([check], T0 + 2, "l", 30)).usage == [2.0]  # reconnects
+
+
+async def test_direct_connections_beyond_their_bound_wait_their_turn(
+    storage: RedisStorage,
+) -> None:
+    direct = DirectConnections(storage.client.connection_pool, in_flight=2)
+    replies = await asyncio.gather(*(direct.send([("ECHO", str(i))]) for i in range(20)))
+    assert replies == [[str(i).encode()] for i in range(20)]
+    assert len(direct._made) == 2
+    # A call giving up while it waits for a connection takes none with it.
+    busy = [asyncio.create_task(direct.send([("BLPOP", "nothing", 0.2)])) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(direct.send([("PING",)]))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    assert await asyncio.gather(*busy) == [[None], [None]]
+    assert await asyncio.gather(*(direct.send([("PING",)]) for _ in range(4))) == [[b"PONG"]] * 4
+    assert len(direct._made) == 2
+    # ... nor does one handed a connection just as it gave up.
+    taken = [direct._idle.pop(), direct._idle.pop()]
+    waiting = asyncio.create_task(direct.send([("PING",)]))
+    await asyncio.sleep(0)
+    direct._give_back(taken.pop())
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    direct._give_back(taken.pop())
+    assert len(direct._idle) == 2
+    await direct.disconnect()
 
 
 async def test_scripts_are_reloaded_after_a_script_flush(storage: RedisStorage) -> None:

@@ -160,7 +160,7 @@ class RedisStorage(Storage):
         # Decisions skip the client's layers (see redis_connections.py); a Cluster client
         # routes by slot itself, so there they go through it.
         self._direct = None if self.cluster else DirectConnections(self.client.connection_pool)
-        self._batch_timeout = max(5.0, timeout or 0.0)  # a background batch bounds itself
+        self._background_timeout = max(5.0, timeout or 0.0)  # the socket timeout, above
         # register_script computes each script's SHA and keeps its source; _run sends the SHA
         # and loads the source when the server answers NOSCRIPT (e.g. after a restart).
         self._acquire = self.client.register_script(_script("states.lua") + _script("acquire.lua"))
@@ -250,7 +250,7 @@ class RedisStorage(Storage):
         batch, self._waiting = self._waiting, []
         self._deciding += len(batch)
         try:
-            async with asyncio.timeout(self._batch_timeout):
+            async with asyncio.timeout(self._background_timeout):
                 replies = await direct.send([command for command, _ in batch])
                 # A restarted server does not know the script yet: those go one by one (loading it).
                 for i, (command, _) in enumerate(batch):
@@ -275,7 +275,12 @@ class RedisStorage(Storage):
                 waiter.set_result(reply)
 
     async def _send(self, command: Sequence[Any]) -> Any:
-        return await self.client.execute_command(*command)
+        """Any other script call (settlements, merges, flags): on the decisions' connections
+        too, bounded like the client's socket timeout bounds background work."""
+        if self._direct is None:
+            return await self.client.execute_command(*command)
+        async with asyncio.timeout(self._background_timeout):
+            return await self._send_direct(command)
 
     async def _send_direct(self, command: Sequence[Any]) -> Any:
         reply = (await self._direct.send((command,)))[0]  # type: ignore[union-attr]
