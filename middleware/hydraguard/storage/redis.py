@@ -157,7 +157,7 @@ class RedisStorage(Storage):
                     **pool.connection_kwargs,
                 )
             )
-        # Decisions skip the client's layers (see redis_connections.py); a Cluster client
+        # Script calls skip the client's layers (see redis_connections.py); a Cluster client
         # routes by slot itself, so there they go through it.
         self._direct = None if self.cluster else DirectConnections(self.client.connection_pool)
         self._background_timeout = max(5.0, timeout or 0.0)  # the socket timeout, above

@@ -1,16 +1,17 @@
-"""The connections a decision's script call travels on, used without redis-py's client layers.
+"""The connections hydraguard's script calls travel on, used without redis-py's client layers.
 
-``Redis.execute_command`` wraps every command in layers a decision does not use: retries
-(none are configured: a decision is not retried), observability hooks, the connection
-pool's locks, timers and events, and a socket timeout that sends each command from a task
-of its own (``asyncio.wait_for``). Measured here (redis-py 8.1, loopback): a PING costs
-~72 µs of client CPU through ``execute_command`` and ~21 µs written and read on a
-connection directly, and the decision's round trip shrinks by as much. So decisions use a
-few connections of the client's own kind (same class, settings, Sentinel master lookup)
-through their public methods (``connect``, ``send_packed_command``, ``read_response``,
-``disconnect``), as redis-py's own pipeline does, with no socket timeout: a decision's
-wait is bounded by its caller (``storage.timeout`` in ResilientStorage), and a batch of
-decisions running in the background bounds itself. Everything else keeps using the client.
+``Redis.execute_command`` wraps every command in layers these calls do not use: retries
+(none are configured), observability hooks, the connection pool's locks, timers and
+events, and a socket timeout that sends each command from a task of its own
+(``asyncio.wait_for``). Measured here (redis-py 8.1, loopback, client CPU): a PING ~72 µs
+through ``execute_command``, ~21 µs written and read on a connection directly; a decision
+119 -> 71 µs (benchmarks/README.md). So the script calls (decisions, settlements, merges,
+flags) use a few connections of the client's own kind (same class and settings,
+Sentinel's master lookup) through their public methods (``connect``, ``pack_command``,
+``send_packed_command``, ``read_response``, ``disconnect``), as redis-py's own pipeline
+does, and with no socket timeout: a decision's wait is bounded by its caller
+(``storage.timeout`` in ResilientStorage), background calls bound themselves
+(storage/redis.py). Other commands (MGET, SCAN, SCRIPT LOAD, SET) keep using the client.
 """
 
 from __future__ import annotations
