@@ -54,6 +54,11 @@ class DirectConnections:
         try:
             if not conn.is_connected:
                 await conn.connect()  # through Sentinel: asks for the master
+            elif await conn.can_read():
+                # Data or EOF on an idle connection: the server closed it (a restart, an
+                # idle timeout). Reopened, as the client's pool checks its connections.
+                await conn.disconnect()
+                await conn.connect()
             if len(commands) == 1:
                 await conn.send_packed_command(conn.pack_command(*commands[0]))
             else:
