@@ -5,8 +5,12 @@
 All three use redis-py's asyncio client over loopback, sequentially (one decision at a
 time), interleaved rep by rep; latencies are per call, median and p99 in µs.
 
-- ``ping``: ``await client.ping()`` on the storage's own client (same connection pool and
-  packing as the decision), the floor of one round trip.
+- ``ping``: ``await client.ping()`` on the storage's own client (redis-py's
+  ``execute_command``, connection pool and packing), one round trip as an application
+  using redis-py pays it.
+- ``ping-direct``: PING on the connections the decisions use, written and read without the
+  client's layers (``storage/redis_connections.py``): the floor of one round trip on the
+  decision's own path.
 - ``hydraguard``: ``RedisStorage.acquire`` over the default policy's plan for one
   request: the block flag, 4 account window limits + account concurrency, the same for
   the account's cluster, 2 global window limits, all checked and reserved at once (one
@@ -78,6 +82,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def ping() -> None:
         await ping_client.ping()
 
+    async def ping_direct() -> None:
+        await storage._direct.send([("PING",)])  # type: ignore[union-attr]
+
     async def hydraguard() -> None:
         nonlocal counter
         counter += 1
@@ -109,6 +116,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rows: dict[str, Callable[[], Awaitable[None]]] = {
         "ping": ping,
+        "ping-direct": ping_direct,
         "hydraguard": hydraguard,
         "limits-2": limits_hits(2),
         f"limits-{len(items)}": limits_hits(len(items)),
@@ -153,6 +161,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # The benchmark process's CPU per call (for HydraGuard, the acquire only).
             "client_cpu_us": statistics.median(cpu[name]) * 1e6,
         }
+    results["hydraguard"]["x_ping_direct"] = (
+        results["hydraguard"]["median_us"] / results["ping-direct"]["median_us"]
+    )
     if server_us is not None:
         results["hydraguard"]["server_us"] = server_us
     for name in results:
@@ -257,6 +268,8 @@ def table(report: dict[str, Any]) -> str:
             f"{name:<12} {r['median_us']:>10.0f} {r['p99_us']:>8.0f} {r['x_ping']:>7.2f} {vs:>13}"
             f" {r['client_cpu_us']:>14.0f} {server:>10}"
         )
+    h = report["results"]["hydraguard"]
+    lines.append(f"hydraguard: {h['x_ping_direct']:.2f}x ping-direct")
     c = report["concurrent"]
     lines.append(
         f"{c['workers']} concurrent workers, {c['decisions']} decisions (acquire + release): "

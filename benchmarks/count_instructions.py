@@ -108,6 +108,11 @@ def child(config: str, requests: int) -> None:
 
 
 def count(config: str, requests: int) -> int:
+    return collected([__file__, "--child", config, str(requests)], config)
+
+
+def collected(script: list[str], name: str) -> int:
+    """Instructions callgrind counts inside ``exec`` while Python runs ``script``."""
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -115,16 +120,13 @@ def count(config: str, requests: int) -> int:
         "--toggle-collect=builtin_exec*",
         "--callgrind-out-file=/dev/null",
         sys.executable,
-        __file__,
-        "--child",
-        config,
-        str(requests),
+        *script,
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
-        raise SystemExit(f"{config}: callgrind run failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"{name}: callgrind run failed:\n{done.stderr[-2000:]}")
     return int(found.group(1))
 
 

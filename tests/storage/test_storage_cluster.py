@@ -39,9 +39,9 @@ async def test_a_default_decision_costs_one_script_call_per_hash_tag(
     calls: list[list[str]] = []
     run = storage._run
 
-    async def counted(script: Any, keys: Sequence[str], *args: Any) -> Any:
-        calls.append(list(keys))
-        return await run(script, keys, *args)
+    async def counted(script: Any, command: Sequence[Any], send: Any) -> Any:
+        calls.append(list(command[3 : 3 + command[2]]))  # EVALSHA sha numkeys keys... args...
+        return await run(script, command, send)
 
     monkeypatch.setattr(storage, "_run", counted)
     plan = Planner(load_policy()).plan("acct-1", "default", 100, "c-1")

@@ -1,5 +1,6 @@
 """Redis specifics: one JSON state per subject, keys that expire on their own, scripts
-reloaded after a flush or restart, and the hiredis command packing."""
+reloaded after a flush or restart, the hiredis command packing, and the connections
+decisions are sent on."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hydraguard.admit.plan import Planner
 from hydraguard.metrics import metrics_for
 from hydraguard.storage.base import Charge, Check, Lease
 from hydraguard.storage.redis import RedisStorage, split_key
+from hydraguard.storage.redis_connections import DirectConnections
 from hydraguard.storage.redis_packing import HiredisPacking
 from hydraguard.storage.resilient import ResilientStorage
 
@@ -183,9 +185,9 @@ async def test_settlements_finishing_together_go_in_one_script_call(
     calls: list[int] = []
     run = storage._run
 
-    async def counted(script: Any, keys: Sequence[str], *args: Any) -> Any:
-        calls.append(len(keys))
-        return await run(script, keys, *args)
+    async def counted(script: Any, command: Sequence[Any], send: Any) -> Any:
+        calls.append(command[2])  # EVALSHA sha numkeys ...
+        return await run(script, command, send)
 
     monkeypatch.setattr(storage, "_run", counted)
     for i, verdict in enumerate(verdicts):  # 40 responses done within one loop turn
@@ -194,6 +196,101 @@ async def test_settlements_finishing_together_go_in_one_script_call(
     await storage.drain()
     assert calls == [1]  # one call, the subject's state read and written once
     assert await storage.usage([tokens, slots], T0 + 2) == [40 * 30.0, 0.0]
+
+
+async def test_a_decision_stores_each_check_where_split_key_says(storage: RedisStorage) -> None:
+    # The decision splits keys on a fast path of its own (a subject's checks come together):
+    # every kind of key, in an order that tries it, must land where split_key puts it.
+    keys = [
+        "hg:{a:k}:r60",
+        "hg:{a:k}:t60",
+        "hg:{a:k",  # the same text before "}", but no "}": a key of its own
+        "}{a}:r60",
+        "odd:{}:key",
+        "odd:{}x",
+        "plain:key",
+        "plain:key}x",
+        "hg:{g}:r60",
+        "hg:{a:k}:r3600",  # a subject seen before, not just before
+    ]
+    checks = [Check(key, 100, 60, i + 1) for i, key in enumerate(keys)]
+    assert (await storage.acquire(checks, T0 + 1, "l", 30)).admitted
+    states = await storage._states(keys)
+    for i, key in enumerate(keys):
+        state_key, field = split_key(key)
+        assert states[state_key][field][1] == i + 1, key
+
+
+async def test_a_decision_given_up_in_flight_leaves_no_reply_behind(storage: RedisStorage) -> None:
+    # Decisions write and read their connections directly: one cancelled while its reply
+    # is on the way (storage.timeout) must not leave that reply for the next decision.
+    check, other = Check("hg:{a:late}:r60", 100, 60, 1), Check("hg:{a:next}:r60", 100, 60, 7)
+    assert (await storage.acquire([check], T0 + 1, "l", 30)).usage == [1.0]
+    pauser = aioredis.Redis.from_url(REDIS_URL)
+    await pauser.execute_command("CLIENT", "PAUSE", 300, "ALL")  # a stalled server
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await storage.acquire([check], T0 + 2, "l", 30)
+    assert (await storage.acquire([other], T0 + 3, "l", 30)).usage == [7.0]
+    await pauser.aclose()
+
+
+async def test_a_decision_after_the_server_closed_its_idle_connection_reconnects(
+    storage: RedisStorage,
+) -> None:
+    # A connection the server closed while it sat idle (a restart, an idle timeout) is
+    # reopened: the decision does not fail. (Through redis-py 8.1's client it did: its pool
+    # skips that check while maintenance notifications are on "auto", the default.)
+    check = Check("hg:{a:closed}:r60", 100, 60, 1)
+    assert (await storage.acquire([check], T0 + 1, "l", 30)).usage == [1.0]
+    killer = aioredis.Redis.from_url(REDIS_URL)
+    await killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    await killer.aclose()
+    await asyncio.sleep(0.05)  # the event loop sees the connections close
+    assert (await storage.acquire([check], T0 + 2, "l", 30)).usage == [2.0]
+    await storage.client.connection_pool.disconnect()  # the fixture's own, killed too
+
+
+async def test_reset_connections_closes_the_decisions_connections_too(
+    storage: RedisStorage,
+) -> None:
+    check = Check("hg:{a:r}:r60", 100, 60, 1)
+    assert (await storage.acquire([check], T0 + 1, "l", 30)).admitted
+    assert storage._direct is not None
+    made = list(storage._direct._made)
+    assert made and all(conn.is_connected for conn in made)
+    await storage.reset_connections()
+    assert not any(conn.is_connected for conn in made)
+    assert (await storage.acquire([check], T0 + 2, "l", 30)).usage == [2.0]  # reconnects
+
+
+async def test_direct_connections_beyond_their_bound_wait_their_turn(
+    storage: RedisStorage,
+) -> None:
+    direct = DirectConnections(storage.client.connection_pool, in_flight=2)
+    replies = await asyncio.gather(*(direct.send([("ECHO", str(i))]) for i in range(20)))
+    assert replies == [[str(i).encode()] for i in range(20)]
+    assert len(direct._made) == 2
+    # A call giving up while it waits for a connection takes none with it.
+    busy = [asyncio.create_task(direct.send([("BLPOP", "nothing", 0.2)])) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(direct.send([("PING",)]))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    assert await asyncio.gather(*busy) == [[None], [None]]
+    assert await asyncio.gather(*(direct.send([("PING",)]) for _ in range(4))) == [[b"PONG"]] * 4
+    assert len(direct._made) == 2
+    # ... nor does one handed a connection just as it gave up.
+    taken = [direct._idle.pop(), direct._idle.pop()]
+    waiting = asyncio.create_task(direct.send([("PING",)]))
+    await asyncio.sleep(0)
+    direct._give_back(taken.pop())
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    direct._give_back(taken.pop())
+    assert len(direct._idle) == 2
+    await direct.disconnect()
 
 
 async def test_scripts_are_reloaded_after_a_script_flush(storage: RedisStorage) -> None:
@@ -232,26 +329,14 @@ async def test_concurrent_decisions_share_round_trips_and_stay_exact(
     storage: RedisStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips: list[int] = []  # commands per round trip
-    run, pipeline = storage._run, storage.client.pipeline
+    assert storage._direct is not None
+    send = storage._direct.send
 
-    async def direct(script: Any, keys: Sequence[str], *args: Any) -> Any:
-        if script is storage._acquire:
-            trips.append(1)
-        return await run(script, keys, *args)
+    async def counted(commands: Sequence[Sequence[Any]]) -> list[Any]:
+        trips.append(len(commands))
+        return await send(commands)
 
-    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        async def counted_execute(*a: Any, **k: Any) -> Any:
-            trips.append(len(pipe.command_stack))
-            return await execute(*a, **k)
-
-        pipe.execute = counted_execute
-        return pipe
-
-    monkeypatch.setattr(storage, "_run", direct)
-    monkeypatch.setattr(storage.client, "pipeline", counted_pipeline)
+    monkeypatch.setattr(storage._direct, "send", counted)
     check = Check("hg:{a:p}:r60", 50, 60, 1)
     other = Check("hg:{g}:t60", 1_000_000, 60, 3)
     verdicts = await asyncio.gather(

@@ -41,6 +41,8 @@ class HiredisPacking:
 def fast_connection_class(base: type, encoding: str = "utf-8") -> type:
     """``base`` packing with hiredis, or ``base`` itself without hiredis (hiredis encodes
     text as UTF-8 only)."""
+    if issubclass(base, HiredisPacking):
+        return base
     if _hiredis_pack is None or encoding.lower().replace("-", "") != "utf8":
         return base
     return type(f"Hiredis{base.__name__}", (HiredisPacking, base), {})
