@@ -64,6 +64,7 @@ class Metrics:
         self.breaker_open = Gauge(
             "hydraguard_storage_breaker_open",
             "1 while the storage circuit breaker is open (storage considered down).",
+            multiprocess_mode="livemax",  # several workers: 1 while any live worker's is open
             registry=registry,
         )
         self.policy_loads = Counter(
@@ -97,7 +98,10 @@ class Metrics:
             registry=registry,
         )
         self.cluster_stats: Callable[[], ClusterStats | None] = lambda: None
-        registry.register(_ClusterCollector(self))
+        # Read at scrape time, so not in prometheus_client's multiprocess files: a multiprocess
+        # scrape registers it too (the figures come from the shared index, any worker's will do).
+        self.cluster_collector = _ClusterCollector(self)
+        registry.register(self.cluster_collector)
         for result in ("ok", "error"):
             self.policy_loads.labels(result)
             self.policy_reloads.labels(result)

@@ -80,6 +80,7 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             collected = CollectorRegistry()
             multiprocess.MultiProcessCollector(collected)
+            collected.register(guard.metrics.cluster_collector)
             return Response(generate_latest(collected), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -159,6 +160,9 @@ def config_to_env(config: GatewayConfig) -> None:
 
 def app_from_env() -> Starlette:
     """uvicorn factory for ``--workers N``: each worker builds the same gateway."""
+    # The supervisor forwards SIGHUP (reload) to the workers: one that arrives before the
+    # lifespan installs the reload handler must not end the worker (SIGHUP's default).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     app = create_gateway(GatewayConfig(**json.loads(os.environ.get(CONFIG_ENV, "{}"))))
     tune_for_long_running_state()
     return app

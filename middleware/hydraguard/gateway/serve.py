@@ -5,18 +5,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import socket
 import sys
 import tempfile
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
 from ..errors import PolicyError, StorageError
 from ..policy.loader import load_policy
 from ..storage.factory import storage_from_uri
 from ..urls import shown
 from .app import GatewayConfig, app_from_env, config_to_env
+from .supervisor import Supervisor
 
 
 def banner(config: GatewayConfig, host: str, port: int, workers: int) -> str:
@@ -87,10 +88,12 @@ def serve(args: argparse.Namespace) -> int:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
     config_to_env(config)
-    if args.workers > 1:
-        # Workers share metrics through files (prometheus_client multiprocess mode).
-        os.environ.setdefault(
-            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hydraguard-metrics-")
+    metrics_dir = None
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers share metrics through files (prometheus_client multiprocess mode), in a
+        # directory of this run's own: the library wants it empty at start.
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="hydraguard-metrics-"
         )
     print(banner(config, args.host, args.port, args.workers), flush=True)
     # proxy_headers off: uvicorn's own X-Forwarded-For handling trusts 127.0.0.1 whatever the
@@ -109,7 +112,7 @@ def serve(args: argparse.Namespace) -> int:
                 proxy_headers=False,
             )
             with contextlib.suppress(KeyboardInterrupt):
-                Multiprocess(server_config, sockets=[tcp_socket(args.host, args.port)]).run()
+                Supervisor(server_config, sockets=[tcp_socket(args.host, args.port)]).run()
         else:
             uvicorn.run(
                 app_from_env(),
@@ -122,4 +125,7 @@ def serve(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"hydraguard serve: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
