@@ -545,3 +545,49 @@ async def test_sharing_with_redis_down_never_fails_a_request(kit: SimpleNamespac
     finally:
         await g.client.aclose()
         await guard.aclose()
+
+
+BLOCK = {"name": "stop-extraction", "when": {"risk_gte": 0.5}, "action": "block", "seconds": 600}
+ADMIN = {"authorization": "Bearer s3cret"}
+
+
+async def test_an_operator_unblock_lifts_an_anomaly_block(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    """Lifting the block flag alone let the same risk block the account again at its next
+    request: the unblock also clears the evidence, and new evidence counts afresh."""
+    g = await guarded(kit.build_upstream(kit.Upstream()), policy(BLOCK), clock=kit.Clock())
+    await make_risky(g, "risky")
+    assert (await send(g, "risky", PLAIN)).status_code == 429
+    unblocked = await g.client.post("/_hydraguard/accounts/risky/unblock", headers=ADMIN)
+    assert unblocked.json() == {"account": "risky", "was_blocked": True, "risk_cleared": True}
+    assert [(await send(g, "risky", PLAIN)).status_code for _ in range(3)] == [200] * 3
+    assert g.guard.guard.risk.risk("account", "risky", g.guard.clock()) == 0.0
+    # The same behaviour again is caught again, on new evidence (min_events: 2 probes).
+    assert [(await send(g, "risky", PROBE)).status_code for _ in range(2)] == [200, 200]
+    assert (await send(g, "risky", PLAIN)).status_code == 429
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("storage_uri", [REDIS_URL], ids=["redis"])
+async def test_an_unblock_through_one_replica_reaches_the_others(
+    guarded: Any, kit: SimpleNamespace, storage_uri: str
+) -> None:
+    flush = redis.Redis.from_url(storage_uri)  # the parametrization bypasses the fixture's flush
+    flush.flushdb()
+    flush.close()
+    clock = kit.Clock()
+    first = await guarded(kit.build_upstream(kit.Upstream()), policy(BLOCK), clock=clock)
+    second = await guarded(kit.build_upstream(kit.Upstream()), policy(BLOCK), clock=clock)
+    await make_risky(second, "risky")  # the evidence is the second replica's own
+    await send(first, "risky", PLAIN)  # the first reads the shared risk behind this one...
+    assert (await send(first, "risky", PLAIN)).status_code == 429  # ...and blocks on it
+    await first.client.post("/_hydraguard/accounts/risky/unblock", headers=ADMIN)
+    assert (await send(first, "risky", PLAIN)).status_code == 200
+    # The second replica hears of it at its next read of the shared state (every 5 s, or
+    # 30 s after a read that found nothing shared, as here); until then its own evidence
+    # still blocks (and sets the block flag again, which it clears when it hears).
+    clock.now += 31
+    await send(second, "risky", PLAIN)  # the read happens behind this decision
+    assert [(await send(r, "risky", PLAIN)).status_code for r in (second, first)] == [200, 200]
+    assert second.guard.guard.risk.risk("account", "risky", clock()) == 0.0

@@ -231,9 +231,20 @@ class AdminAPI:
         return JSONResponse({"account": account, "blocked_seconds": seconds})
 
     async def unblock(self, request: Request) -> Response:
+        """Lift the account's block flag and pardon its anomaly evidence (risk, rules in
+        force, detector windows) here and, on shared storage, on every replica: lifting
+        the flag alone let the same risk block it again at its next request. A block that
+        comes from its cluster's risk stays (the cluster is not pardoned)."""
         account = request.path_params["account"]
-        was = await self.guard.storage.primary.clear_flag(account_prefix(account) + BLOCK_SUFFIX)
-        return JSONResponse({"account": account, "was_blocked": was})
+        guard = self.guard.guard
+        was = await guard.storage.primary.clear_flag(account_prefix(account) + BLOCK_SUFFIX)
+        cleared = False
+        if guard.risk is not None:
+            now = guard.clock()
+            cleared = guard.risk.unblock("account", account, now)
+            if guard.sharing is not None:
+                await guard.sharing.pardon("account", account, now)
+        return JSONResponse({"account": account, "was_blocked": was, "risk_cleared": cleared})
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -144,14 +144,19 @@ def test_a_block_rearms_while_the_risk_stays_high() -> None:
     assert at(engine, 0.1, START + 1101).actions == ()
 
 
-def test_unblock_lifts_a_block() -> None:
+def test_unblock_lifts_a_block_and_the_risk_behind_it() -> None:
     rules = [{"name": "block", "when": {"risk_gte": 0.9}, "action": "block", "seconds": 600}]
     engine = engine_with(rules)
-    at(engine, 0.95, START)
-    assert engine.unblock("account", "a")
-    set_low = at(engine, 0.1, START + 1)
-    assert set_low.actions == ()
+    assert at(engine, 0.95, START).rule == "block"
+    assert engine.unblock("account", "a", at=START)
+    assert engine.assess("a", None, START + 1).actions == ()  # not blocked again at once
+    assert engine.risk("account", "a", START + 1) == 0.0
     assert not engine.unblock("account", "a")
+    # Risk another replica published before the unblock is stale; a later one counts.
+    engine.absorb("account", "a", 0.95, START - 1, (), START + 1)
+    assert engine.risk("account", "a", START + 1) == 0.0
+    engine.absorb("account", "a", 0.95, START + 1, (), START + 1)
+    assert engine.assess("a", None, START + 1).rule == "block"
 
 
 def test_cluster_rules_follow_the_cluster_risk() -> None:

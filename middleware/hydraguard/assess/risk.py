@@ -43,7 +43,16 @@ class Assessment:
 class Subject:
     """Everything remembered about one account or one cluster."""
 
-    __slots__ = ("active", "blocks", "contributions", "pending", "risk", "states", "ts")
+    __slots__ = (
+        "active",
+        "blocks",
+        "contributions",
+        "pardoned",
+        "pending",
+        "risk",
+        "states",
+        "ts",
+    )
 
     def __init__(self, states: list[Any]) -> None:
         self.states = states
@@ -53,6 +62,7 @@ class Subject:
         self.active = 0  # bit mask of the rules in force (hysteresis)
         self.blocks: dict[str, float] = {}  # block rule -> until
         self.pending = 0  # observations since the detectors were last scored
+        self.pardoned = 0.0  # when an operator last unblocked it: older shared risk is stale
 
 
 class RiskEngine:
@@ -220,7 +230,7 @@ class RiskEngine:
         higher one at ``now``; the subject's detector states stay this process's own."""
         theirs = risk if now <= ts else risk * 0.5 ** ((now - ts) / self.half_life)
         subject = self._subject(scope, key)
-        if theirs <= self._decayed(subject, now):
+        if ts < subject.pardoned or theirs <= self._decayed(subject, now):
             return
         subject.risk, subject.ts = risk, ts
         if len(contributions) == len(self.names):
@@ -228,14 +238,22 @@ class RiskEngine:
 
     # -- admin and persistence ----------------------------------------------
 
-    def unblock(self, scope: Scope, key: str) -> bool:
-        """Lift every anomaly block and rule state of one subject; False when it had none."""
+    def unblock(self, scope: Scope, key: str, at: float = 0.0) -> bool:
+        """An operator's unblock: the subject's anomaly blocks, rules in force, risk and the
+        detector evidence behind them are cleared, so the same evidence cannot block it
+        again at the next request (lifting the blocks alone did exactly that); new
+        evidence counts afresh. Shared risk published before ``at`` is ignored from now on
+        (``absorb``). False when there was nothing to lift."""
         subject = self.subjects[scope].get(key)
-        if subject is None or not (subject.blocks or subject.active):
+        if subject is None:
             return False
+        had = bool(subject.blocks or subject.active or subject.risk)
         subject.blocks.clear()
         subject.active = 0
-        return True
+        subject.risk, subject.contributions, subject.pending = 0.0, (), 0
+        subject.states = [det.new_state() for det, _ in self.detectors[scope]]
+        subject.pardoned = max(subject.pardoned, at)
+        return had
 
     def snapshot(self, scope: Scope, key: str) -> dict[str, Any] | None:
         """One subject as plain JSON types (for Redis or the admin API); None when unknown."""

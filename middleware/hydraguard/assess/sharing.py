@@ -10,7 +10,8 @@ Both directions stay off the request path and are batched per event-loop turn: p
 after learning; reading, a background refresh per subject at most every ``REFRESH``
 seconds, whose result the next decision uses (a refresh behind, never a round trip of its
 own; one read for all the decisions of a loop turn; a subject found without a shared risk
-is read again after ``REFRESH_NONE`` seconds).
+is read again after ``REFRESH_NONE`` seconds). The same read brings an operator's unblock
+(admin API) made through another replica: each replica then clears its own evidence.
 A replica that misses a refresh still decides on its own evidence.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from ..admit.plan import account_prefix, cluster_prefix
+from ..admit.plan import BLOCK_SUFFIX, account_prefix, cluster_prefix
 from ..background import Background
 from ..storage.base import Storage
 from .detectors import Scope
@@ -36,6 +37,7 @@ REFRESH_NONE = 30.0  # ... when the last read found none (most subjects: never p
 STEP = 0.02  # publish again once the risk has moved this much
 _KEPT = 100_000  # subjects remembered per table; cleared whole when full
 _SUFFIX = ":risk"  # next to the subject's counters: same Redis Cluster slot, same reset
+_PARDON = ":pardon"  # when an operator unblocked the subject (admin API), for every replica
 
 
 class RiskSharing:
@@ -61,9 +63,24 @@ class RiskSharing:
         self._tasks = Background()
 
     @staticmethod
-    def key(scope: Scope, subject: str) -> str:
+    def key(scope: Scope, subject: str, suffix: str = _SUFFIX) -> str:
         prefix = account_prefix(subject) if scope == "account" else cluster_prefix(subject)
-        return prefix + _SUFFIX
+        return prefix + suffix
+
+    # -- pardon (an operator's unblock) -------------------------------------------
+
+    async def pardon(self, scope: Scope, name: str, now: float) -> None:
+        """Tell every replica the subject was unblocked at ``now``: each clears its own
+        evidence at its next read (``REFRESH``), and the shared risk is reset to zero, so
+        no replica takes the old risk back from storage."""
+        key = self.key(scope, name)
+        self._published.pop(key, None)
+        await self.storage.put_values(
+            [
+                (key, orjson.dumps({"risk": 0.0, "ts": now, "parts": []}), self.ttl),
+                (self.key(scope, name, _PARDON), orjson.dumps(now), self.ttl),
+            ]
+        )
 
     # -- publish (after learning) ---------------------------------------------
 
@@ -121,8 +138,22 @@ class RiskSharing:
         await asyncio.sleep(0)  # one read for every decision of this loop turn
         wanted, self._wanted = self._wanted, []
         now = self._wanted_at
-        values = await self.storage.get_values([key for _, _, key in wanted])
-        for (scope, name, key), raw in zip(wanted, values, strict=True):
+        keys = [key for _, _, key in wanted]
+        keys += [self.key(scope, name, _PARDON) for scope, name, _ in wanted]
+        values = await self.storage.get_values(keys)
+        pardons = values[len(wanted) :]
+        for (scope, name, key), raw, pardon in zip(wanted, values, pardons, strict=False):
+            if pardon is not None:
+                try:
+                    at = float(orjson.loads(pardon))
+                except (ValueError, TypeError):
+                    at = 0.0
+                subject = self.risk.subjects[scope].get(name)
+                if subject is not None and at > subject.pardoned:
+                    # Another replica's operator unblock: clear this one's evidence, and the
+                    # block flag this replica may have set again on it meanwhile.
+                    if self.risk.unblock(scope, name, at) and scope == "account":
+                        await self.storage.clear_flag(account_prefix(name) + BLOCK_SUFFIX)
             if raw is None:
                 self._read[key] = now + REFRESH_NONE
                 continue
