@@ -177,6 +177,12 @@ async def test_an_upstreams_own_ratelimit_fields_are_replaced_not_doubled(
     assert len(response.headers.get_list("ratelimit")) == 1
     assert "org" not in response.headers["ratelimit"]
     assert response.headers["x-request-id"] == "req-1"
+    # A route where we send no x-ratelimit-* drops the app's too: they are not the client's.
+    response = await g.client.post(MESSAGES, json=MESSAGES_BODY, headers={"x-account-id": "rl"})
+    assert "x-ratelimit-remaining-requests" not in response.headers
+    assert "x-ratelimit-limit-requests" not in response.headers
+    assert "org" not in response.headers["ratelimit"]
+    assert response.headers["x-request-id"] == "req-1"
 
 
 def _facts(g: Any, body: Any) -> Any:

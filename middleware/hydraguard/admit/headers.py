@@ -90,8 +90,9 @@ def with_ratelimit_headers(
     """The app's response headers plus ours. An app's own fields of the same names (an
     upstream model API's ``x-ratelimit-*``: its quota for the whole gateway) are dropped,
     so that a client never reads two conflicting values of one field."""
-    names = {name for name, _ in ours}
-    return [item for item in app_headers if item[0].lower() not in names] + ours
+    if not app_headers:
+        return ours
+    return [item for item in app_headers if item[0].lower() not in _OURS] + ours
 
 
 _OPENAI_NAMES = {
@@ -102,3 +103,9 @@ _OPENAI_NAMES = {
     )
     for kind in ("requests", "tokens")
 }
+# Every field we may send: an app's own copies are dropped (with_ratelimit_headers), even
+# those we do not send on this route (e.g. x-ratelimit-* on an anthropic-messages route),
+# so that no client reads the upstream's quota for the whole gateway as its own.
+_OURS = frozenset(
+    {b"ratelimit", b"ratelimit-policy", *(n for names in _OPENAI_NAMES.values() for n in names)}
+)
