@@ -43,15 +43,22 @@ for i = 1, n do
   local used, wait = 0, 0
   if w > 0 then
     local wid = floor(now / w)
+    -- The stored entry is used in place, rolled to the current window when it was the
+    -- previous one (no table per check; a check of a subject that is written without
+    -- charging it, a shadow check that did not fit, then holds [wid, 0, c]: the same
+    -- counts as [wid - 1, c, p] for reading and settling in window wid).
     local cur, prev = 0, 0
-    if held then
-      if held[1] == wid then
-        cur, prev = held[2], held[3]
-      elseif held[1] == wid - 1 then
-        prev = held[2] -- a new window: the stored one becomes the previous one
-      end
+    local id = held and held[1]
+    if id == wid then
+      cur, prev = held[2], held[3]
+      entries[i] = held
+    elseif id == wid - 1 then
+      prev = held[2] -- a new window: the stored one becomes the previous one
+      held[1], held[2], held[3] = wid, 0, prev
+      entries[i] = held
+    else
+      entries[i] = {wid, 0, 0}
     end
-    entries[i] = {wid, cur, prev}
     if not sliding then prev = 0 end
     local elapsed = now - wid * w
     used = prev * (w - elapsed) / w + cur
