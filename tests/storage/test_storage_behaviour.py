@@ -126,7 +126,8 @@ async def test_shadow_checks_never_refuse_and_are_not_charged_when_they_would(
     make_storage: MakeStorage,
 ) -> None:
     storage = make_storage()
-    enforced, shadow = window_check("e", 100), window_check("s", 1, shadow=True)
+    # One subject: the enforced check's charge writes it while the shadow check is left.
+    enforced, shadow = window_check("{one}:e", 100), window_check("{one}:s", 1, shadow=True)
     first = await storage.acquire([enforced, shadow], T0 + 1, "l1", 30)
     assert first.admitted and first.retry_after == [0.0, 0.0]
     assert first.usage == [1.0, 1.0]  # everything fitted: the shadow check counts too
@@ -134,6 +135,14 @@ async def test_shadow_checks_never_refuse_and_are_not_charged_when_they_would(
     assert second.admitted and second.charged
     assert second.refusing == [1]  # reported, so the caller can log a shadow denial
     assert await storage.usage([enforced, shadow], T0 + 2) == [2.0, 1.0]
+    # In the next window the shadow check, left uncharged again, keeps the count it had:
+    # a correction of its first reservation still reaches it (now the previous window).
+    later = await storage.acquire([enforced, shadow], T0 + W + 1, "l5", 30)
+    assert later.charged and later.refusing == [1]
+    storage.settle([Charge(shadow.key, W, first.window_ids[1], 2)], [], T0 + W + 2)
+    await storage.drain()
+    left = W - 3  # of the previous window, 3 s into this one
+    assert await storage.usage([enforced, shadow], T0 + W + 3) == [2 * left / W + 1, 3 * left / W]
     shadow_slots = lease_check("sc", 1, shadow=True)
     await storage.acquire([shadow_slots], T0 + 3, "l3", 30)
     over = await storage.acquire([shadow_slots], T0 + 3, "l4", 30)
