@@ -3,7 +3,8 @@
 Memory storage links in-process (no I/O). Redis storage links in a server-side script
 shared by every replica; to keep a decision at one round trip, an account seen before
 in this process is decided on the mapping as last read from Redis while the new
-evidence is linked in the background (so a replica learns a merge one request late);
+evidence is linked in the background (so a replica learns a merge its own requests caused
+one request late, and one made elsewhere when it re-reads the account, after ``_REFRESH``);
 an account new to this process is linked first, so its first request already counts
 against its cluster.
 
