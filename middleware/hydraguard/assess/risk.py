@@ -136,13 +136,17 @@ class RiskEngine:
         subjects = self.subjects[scope]
         subject = subjects.get(key)
         if subject is None:
-            subject = Subject([det.new_state() for det, _ in self.detectors[scope]])
+            subject = Subject(self._fresh_states(scope))
             subjects[key] = subject
             if len(subjects) > self.max_subjects:
                 subjects.popitem(last=False)
         else:
             subjects.move_to_end(key)
         return subject
+
+    def _fresh_states(self, scope: Scope) -> list[Any]:
+        """Every detector's state for a subject with no evidence yet."""
+        return [det.new_state() for det, _ in self.detectors[scope]]
 
     def _decayed(self, subject: Subject | None, now: float) -> float:
         if subject is None or not subject.risk:
@@ -251,7 +255,7 @@ class RiskEngine:
         subject.blocks.clear()
         subject.active = 0
         subject.risk, subject.contributions, subject.pending = 0.0, (), 0
-        subject.states = [det.new_state() for det, _ in self.detectors[scope]]
+        subject.states = self._fresh_states(scope)
         subject.pardoned = max(subject.pardoned, at)
         return had
 

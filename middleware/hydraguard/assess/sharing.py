@@ -144,16 +144,7 @@ class RiskSharing:
         pardons = values[len(wanted) :]
         for (scope, name, key), raw, pardon in zip(wanted, values, pardons, strict=False):
             if pardon is not None:
-                try:
-                    at = float(orjson.loads(pardon))
-                except (ValueError, TypeError):
-                    at = 0.0
-                subject = self.risk.subjects[scope].get(name)
-                if subject is not None and at > subject.pardoned:
-                    # Another replica's operator unblock: clear this one's evidence, and the
-                    # block flag this replica may have set again on it meanwhile.
-                    if self.risk.unblock(scope, name, at) and scope == "account":
-                        await self.storage.clear_flag(account_prefix(name) + BLOCK_SUFFIX)
+                await self._heard_pardon(scope, name, pardon)
             if raw is None:
                 self._read[key] = now + REFRESH_NONE
                 continue
@@ -165,6 +156,19 @@ class RiskSharing:
                 log.warning("hydraguard: ignoring a malformed shared risk for one %s", scope)
                 continue
             self.risk.absorb(scope, name, risk, ts, parts, now)
+
+    async def _heard_pardon(self, scope: Scope, name: str, raw: bytes) -> None:
+        """Another replica's operator unblock: clear this one's evidence, and the block flag
+        this replica may have set again on it meanwhile (once per unblock)."""
+        try:
+            at = float(orjson.loads(raw))
+        except (ValueError, TypeError):
+            return
+        subject = self.risk.subjects[scope].get(name)
+        if subject is None or at <= subject.pardoned:
+            return
+        if self.risk.unblock(scope, name, at) and scope == "account":
+            await self.storage.clear_flag(account_prefix(name) + BLOCK_SUFFIX)
 
     # -- background -------------------------------------------------------------
 
