@@ -305,3 +305,52 @@ async def test_json_body_without_usage_is_estimated_from_its_size(
     await kit.call_asgi(g.guard, scope_for(kit, CHAT, "nu"), chat_body())
     size = len(json.dumps(reply))
     assert (await g.usage("nu"))[TOKENS] == input_estimate() + math.ceil(size / 4)
+
+
+def encoding_app(seen: list[list[bytes]], encoding: bytes | None, reply: bytes) -> Any:
+    """Answers ``reply`` in ``encoding`` whatever was asked; records the Accept-Encoding lines."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append([v for k, v in scope["headers"] if k == b"accept-encoding"])
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-type", b"application/json")]
+        if encoding is not None:
+            headers.append((b"content-encoding", encoding))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": reply})
+
+    return app
+
+
+async def test_the_upstream_is_asked_only_for_codings_whose_usage_we_read(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    """A client asking for br would otherwise get a body whose usage cannot be read."""
+    import gzip
+
+    seen: list[list[bytes]] = []
+    usage = json.dumps({"usage": {"prompt_tokens": 31, "completion_tokens": 9}}).encode()
+    g = await guarded(encoding_app(seen, b"gzip", gzip.compress(usage)), kit.base_policy())
+    scope = scope_for(kit, CHAT, "enc")
+    scope["headers"] += [(b"accept-encoding", b"br, zstd"), (b"accept-encoding", b"gzip;q=0.5")]
+    sent = await kit.call_asgi(g.guard, scope, chat_body())
+    assert sent[0]["status"] == 200
+    assert seen == [[b"gzip;q=0.5"]]
+    assert (await g.usage("enc"))[TOKENS] == 40
+
+
+async def test_a_body_in_a_coding_we_cannot_read_is_charged_its_reservation(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    """An upstream that answers br although not asked: its 20 compressed bytes would stand
+    for 5 tokens; what was reserved (the prompt's estimate and max_tokens) is charged."""
+    seen: list[list[bytes]] = []
+    g = await guarded(encoding_app(seen, b"br", b"\x1b" * 20), kit.base_policy())
+    scope = scope_for(kit, CHAT, "enc-br")
+    scope["headers"].append((b"accept-encoding", b"br"))
+    sent = await kit.call_asgi(g.guard, scope, chat_body())
+    assert sent[0]["status"] == 200
+    assert seen == [[b"identity"]]
+    assert (await g.usage("enc-br"))[TOKENS] == input_estimate() + MAX_TOKENS
+    assert (await g.usage("enc-br"))[SLOTS] == 0

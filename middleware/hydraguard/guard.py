@@ -32,6 +32,7 @@ from .inspect.dialects import DIALECTS
 from .inspect.facts import RequestFacts
 from .inspect.rewrite import rewrite_request
 from .metrics import Metrics
+from .observe.encodings import readable_accept_encoding
 from .observe.usage import UsageReader
 from .policy.compiled import CompiledPolicy, CompiledRoute
 from .record.audit import AuditLog, audit_record
@@ -175,6 +176,8 @@ class Guard:
                     )
                 return
             if facts is not None:
+                if "accept-encoding" in headers:  # usage must stay readable
+                    scope = readable_accept_encoding(scope)
                 body, scope = rewrite_request(
                     dialect.name,
                     facts,
@@ -443,7 +446,9 @@ class Guard:
             input_tokens = (
                 tally.input_tokens if tally.input_tokens is not None else decision.input_estimate
             )
-            output_tokens = reader.output_estimate(self.policy.chars_per_token, status)
+            output_tokens = reader.output_estimate(
+                self.policy.chars_per_token, status, decision.output_reserved
+            )
             source = "estimate"
         self.complete(
             decision, facts, input_tokens, output_tokens, status, self.clock(), defer=True

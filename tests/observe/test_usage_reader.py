@@ -57,11 +57,44 @@ def test_json_body_in_pieces_and_gzip() -> None:
     assert (reader.tally.input_tokens, reader.tally.output_tokens) == (4, 6)
 
 
-def test_unreadable_encoding_falls_back_to_the_size_estimate() -> None:
-    reader = read("openai-chat", [*JSON, (b"content-encoding", b"br")], b"x" * 40, 7)
-    assert reader.tally.output_tokens is None
-    assert reader.output_estimate(4.0, 200) == 10
-    assert reader.output_estimate(4.0, 500) == 0  # an error with nothing streamed
+def test_a_readable_body_without_usage_is_estimated_by_its_size() -> None:
+    reader = read("openai-chat", JSON, b'{"id": "' + b"x" * 30 + b'"}', 7)
+    assert reader.tally.output_tokens is None and not reader.unreadable
+    assert reader.output_estimate(4.0, 200, reserved=500) == 10
+    assert reader.output_estimate(4.0, 500, reserved=500) == 0  # an error with nothing streamed
+
+
+@pytest.mark.parametrize("encoding", [b"br", b"zstd", b"compress", b"gzip, br"])
+def test_an_undecodable_body_keeps_its_reservation(encoding: bytes) -> None:
+    """Its compressed size would under-count (br shrinks text several times over)."""
+    reader = read("openai-chat", [*JSON, (b"content-encoding", encoding)], b"x" * 40, 7)
+    assert reader.tally.output_tokens is None and reader.unreadable
+    assert reader.output_estimate(4.0, 200, reserved=500) == 500
+    assert reader.output_estimate(4.0, 502, reserved=500) == 0  # an error with nothing streamed
+
+
+def test_a_corrupt_gzip_stream_keeps_its_reservation() -> None:
+    zipped = gzip.compress(b'data: {"choices": [{"delta": {"content": "Hello"}}]}\n\n' * 50)
+    broken = zipped[:40] + bytes(b ^ 0xFF for b in zipped[40:80]) + zipped[80:]
+    reader = read("openai-chat", [*SSE, (b"content-encoding", b"gzip")], broken, 16)
+    assert reader.unreadable
+    assert reader.output_estimate(4.0, 200, reserved=500) == 500
+
+
+@pytest.mark.parametrize(
+    "compress",
+    [
+        pytest.param(zlib.compress, id="zlib-wrapped"),
+        pytest.param(lambda data: zlib.compress(data)[2:-4], id="raw"),
+    ],
+)
+@pytest.mark.parametrize("piece", [1, 5, 4096])
+def test_deflate_is_read_wrapped_or_raw(compress: Callable[[bytes], bytes], piece: int) -> None:
+    payload = json.dumps({"usage": {"prompt_tokens": 4, "completion_tokens": 6}}).encode()
+    headers = [*JSON, (b"content-encoding", b"deflate")]
+    reader = read("openai-chat", headers, compress(payload), piece)
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (4, 6)
+    assert not reader.unreadable
 
 
 def test_garbage_is_counted_and_skipped() -> None:
@@ -75,12 +108,12 @@ def test_garbage_is_counted_and_skipped() -> None:
     reader = read("openai-chat", SSE, body, 65536)
     assert reader.bad_events == 2
     assert reader.tally.chars == 2
-    assert reader.output_estimate(4.0, 200) == 1
+    assert reader.output_estimate(4.0, 200, reserved=500) == 1
 
 
 def test_estimate_is_at_least_one_token_per_delta() -> None:
     body = b"".join(b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n' for _ in range(9))
-    assert read("openai-chat", SSE, body, 50).output_estimate(4.0, 200) == 9
+    assert read("openai-chat", SSE, body, 50).output_estimate(4.0, 200, reserved=500) == 9
 
 
 OPENAI_STREAM = (

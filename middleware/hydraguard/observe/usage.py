@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ..inspect.dialect import Dialect, StreamTally
+from .encodings import READABLE, decoder_for
 
 _MAX_JSON = 8 * 1024 * 1024  # a non-streamed completion body larger than this is not parsed
 _MAX_EVENT = 1024 * 1024  # one SSE line or event larger than this is skipped as broken
@@ -35,6 +36,7 @@ class UsageReader:
         "bad_events",
         "body_bytes",
         "tally",
+        "unreadable",
     )
 
     def __init__(self, dialect: Dialect) -> None:
@@ -49,6 +51,7 @@ class UsageReader:
         self.tally = StreamTally()
         self.bad_events = 0
         self.body_bytes = 0
+        self.unreadable = False  # a coding we cannot decode, or a corrupt compressed body
 
     def start(self, headers: list[tuple[bytes, bytes]]) -> None:
         content_type = encoding = b""
@@ -62,10 +65,11 @@ class UsageReader:
             self._mode = "sse"
         elif b"json" in content_type:
             self._mode = "json"
-        if encoding in (b"gzip", b"x-gzip", b"deflate"):
-            self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
-        elif encoding not in (b"", b"identity"):
-            self._mode = ""  # e.g. br: we cannot read it, so the estimate applies
+        if encoding and encoding not in READABLE:
+            self._mode = ""  # e.g. br: we cannot read it, so the reservation stands
+            self.unreadable = True
+        else:
+            self._decoder = decoder_for(encoding)
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
@@ -84,6 +88,7 @@ class UsageReader:
                 self._take(decoder.decompress(decoder.unconsumed_tail, _INFLATE_STEP))
         except zlib.error:
             self._mode = ""
+            self.unreadable = True
 
     def _take(self, chunk: bytes) -> None:
         """Readable (decoded) body bytes."""
@@ -166,13 +171,18 @@ class UsageReader:
             else:
                 self._data.append(payload)
 
-    def output_estimate(self, chars_per_token: float, status: int) -> int:
+    def output_estimate(self, chars_per_token: float, status: int, reserved: int) -> int:
         """Output when the upstream never said: streamed text / chars_per_token, at least one
-        token per streamed delta; for a successful body we could not read, its size /
-        chars_per_token; for an error with nothing streamed, zero (the input still counts)."""
+        token per streamed delta; for an error with nothing streamed, zero (the input still
+        counts); for a successful body we could not decode (a coding such as br, or corrupt
+        compressed bytes), at least the output ``reserved`` for it, since its compressed size
+        would under-count; for any other successful body without usage, its size / chars_per_token."""
         tally = self.tally
-        if tally.deltas or tally.chars:
-            return max(tally.deltas, math.ceil(tally.chars / chars_per_token))
+        streamed = max(tally.deltas, math.ceil(tally.chars / chars_per_token))
+        if self.unreadable and 0 < status < 400:
+            return max(streamed, reserved)
+        if streamed:
+            return streamed
         if status >= 400 or status == 0:
             return 0
         return math.ceil(self.body_bytes / chars_per_token)
