@@ -196,7 +196,12 @@ async def test_block_then_unblock(admin_app: Build) -> None:
     view = (await app.client.get("/_hydraguard/accounts/acct-1", headers=ADMIN)).json()
     assert 0 < view["blocked_seconds"] <= 120
     unblocked = await app.client.post("/_hydraguard/accounts/acct-1/unblock", headers=ADMIN)
-    assert unblocked.json() == {"account": "acct-1", "was_blocked": True, "risk_cleared": False}
+    assert unblocked.json() == {
+        "account": "acct-1",
+        "was_blocked": True,
+        "risk_cleared": False,
+        "cluster_blocked": None,
+    }
     assert (await chat(app)).status_code == 200
     again = await app.client.post("/_hydraguard/accounts/acct-1/unblock", headers=ADMIN)
     assert again.json()["was_blocked"] is False

@@ -560,7 +560,12 @@ async def test_an_operator_unblock_lifts_an_anomaly_block(
     await make_risky(g, "risky")
     assert (await send(g, "risky", PLAIN)).status_code == 429
     unblocked = await g.client.post("/_hydraguard/accounts/risky/unblock", headers=ADMIN)
-    assert unblocked.json() == {"account": "risky", "was_blocked": True, "risk_cleared": True}
+    assert unblocked.json() == {
+        "account": "risky",
+        "was_blocked": True,
+        "risk_cleared": True,
+        "cluster_blocked": None,
+    }
     assert [(await send(g, "risky", PLAIN)).status_code for _ in range(3)] == [200] * 3
     assert g.guard.guard.risk.risk("account", "risky", g.guard.clock()) == 0.0
     # The same behaviour again is caught again, on new evidence (min_events: 2 probes).
@@ -591,3 +596,75 @@ async def test_an_unblock_through_one_replica_reaches_the_others(
     await send(second, "risky", PLAIN)  # the read happens behind this decision
     assert [(await send(r, "risky", PLAIN)).status_code for r in (second, first)] == [200, 200]
     assert second.guard.guard.risk.risk("account", "risky", clock()) == 0.0
+
+
+CLUSTER_BLOCK = {
+    "name": "stop-cluster",
+    "when": {"cluster_risk_gte": 0.5},
+    "action": "block",
+    "seconds": 600,
+}
+
+
+def org_policy(*rules: dict[str, Any]) -> str:
+    """``policy`` with accounts of one x-org-id linked into one cluster."""
+    doc = yaml.safe_load(policy(*rules))
+    doc["clustering"] = {
+        "enabled": True,
+        "signals": {"org": {"header": "x-org-id", "explicit": True}},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+async def send_org(g: Any, account: str, body: dict[str, Any]) -> httpx.Response:
+    response = await g.client.post(
+        "/v1/chat/completions", json=body, headers={"x-account-id": account, "x-org-id": "acme"}
+    )
+    await g.guard.drain()
+    return response
+
+
+async def test_an_operator_unblocks_a_cluster_and_its_members(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    """A cluster's block refuses every member; unblocking a member alone says the cluster
+    still blocks it, and unblocking the cluster frees them all."""
+    g = await guarded(
+        kit.build_upstream(kit.Upstream()), org_policy(CLUSTER_BLOCK), clock=kit.Clock()
+    )
+    assert (await send_org(g, "quiet", PLAIN)).status_code == 200
+    for _ in range(2):
+        await send_org(g, "prober", PROBE)
+    cluster = (await g.client.get("/_hydraguard/accounts/quiet", headers=ADMIN)).json()["cluster"]
+    assert g.guard.guard.risk.risk("cluster", cluster, g.guard.clock()) >= 0.5
+    # On Redis a link reaches an account seen before it at the account's first request
+    # after 10 s (README, "Clusters"), and counts from the request after that.
+    g.guard.clock.now += 11
+    await send_org(g, "quiet", PLAIN)
+    assert (await send_org(g, "quiet", PLAIN)).status_code == 429
+    assert (await send_org(g, "prober", PLAIN)).status_code == 429
+
+    one = await g.client.post("/_hydraguard/accounts/quiet/unblock", headers=ADMIN)
+    assert one.json()["was_blocked"] is True and one.json()["cluster_blocked"] == cluster
+    assert (await send_org(g, "quiet", PLAIN)).status_code == 429  # as the answer said
+
+    whole = await g.client.post(f"/_hydraguard/clusters/{cluster}/unblock", headers=ADMIN)
+    assert whole.status_code == 200
+    assert whole.json() == {
+        "cluster": cluster,
+        "risk_cleared": True,
+        "accounts_unblocked": ["prober", "quiet"],
+        "still_blocked": [],
+    }
+    assert g.guard.guard.risk.risk("cluster", cluster, g.guard.clock()) == 0.0
+    assert [(await send_org(g, a, PLAIN)).status_code for a in ("quiet", "prober")] == [200, 200]
+    freed = await g.client.post("/_hydraguard/accounts/quiet/unblock", headers=ADMIN)
+    assert freed.json()["cluster_blocked"] is None
+
+
+async def test_unblocking_an_unknown_cluster_is_a_404(guarded: Any, kit: SimpleNamespace) -> None:
+    g = await guarded(
+        kit.build_upstream(kit.Upstream()), org_policy(CLUSTER_BLOCK), clock=kit.Clock()
+    )
+    response = await g.client.post("/_hydraguard/clusters/c-nope/unblock", headers=ADMIN)
+    assert response.status_code == 404 and "c-nope" in response.json()["error"]

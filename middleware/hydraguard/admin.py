@@ -6,6 +6,7 @@ Off (404) unless the policy or its environment variable gives a token; every cal
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +19,14 @@ from .admit.plan import BLOCK_SUFFIX, account_prefix
 from .errors import PolicyError
 
 if TYPE_CHECKING:
+    from .assess.risk import Scope as Subjects
     from .cluster.linker import Linker
+    from .guard import Guard
     from .middleware import HydraGuard
 
 PREFIX = "/_hydraguard/"
 MAX_BLOCK_SECONDS = 365 * 86400
+_BATCH = 256  # flags cleared concurrently when a cluster is unblocked
 
 
 class AdminAPI:
@@ -37,6 +41,11 @@ class AdminAPI:
                 Route("/_hydraguard/accounts/{account}/block", self.block, methods=["POST"]),
                 Route("/_hydraguard/accounts/{account}/unblock", self.unblock, methods=["POST"]),
                 Route("/_hydraguard/clusters/{cluster}", self.cluster, methods=["GET"]),
+                Route(
+                    "/_hydraguard/clusters/{cluster}/unblock",
+                    self.unblock_cluster,
+                    methods=["POST"],
+                ),
                 Route("/_hydraguard/links", self.link, methods=["POST"]),
                 Route("/_hydraguard/unlink", self.unlink, methods=["POST"]),
             ]
@@ -239,12 +248,70 @@ class AdminAPI:
         guard = self.guard.guard
         was = await guard.storage.primary.clear_flag(account_prefix(account) + BLOCK_SUFFIX)
         cleared = False
+        cluster_blocked = None
         if guard.risk is not None:
             now = guard.clock()
-            cleared = guard.risk.unblock("account", account, now)
-            if guard.sharing is not None:
-                await guard.sharing.pardon("account", account, now)
-        return JSONResponse({"account": account, "was_blocked": was, "risk_cleared": cleared})
+            cleared = await self._pardon(guard, "account", account, now)
+            if guard.linker is not None:
+                cluster = await _maybe_await(guard.linker.index.cluster_of(account))
+                if guard.risk.blocked_until("cluster", cluster, now):
+                    cluster_blocked = cluster  # its next request is refused again
+        return JSONResponse(
+            {
+                "account": account,
+                "was_blocked": was,
+                "risk_cleared": cleared,
+                "cluster_blocked": cluster_blocked,
+            }
+        )
+
+    async def unblock_cluster(self, request: Request) -> Response:
+        """Pardon a cluster's anomaly evidence (here and on every replica) and lift the block
+        flags its blocks put on its members. A member whose own risk blocks it stays blocked
+        (listed in ``still_blocked``); an operator's block of a member is lifted too."""
+        guard = self.guard.guard
+        if guard.linker is None:
+            return JSONResponse({"error": "clustering is off in this policy"}, status_code=404)
+        info = await _maybe_await(guard.linker.index.explain(request.path_params["cluster"]))
+        if info is None:
+            return JSONResponse(
+                {"error": f"no cluster {request.path_params['cluster']!r} of two or more accounts"},
+                status_code=404,
+            )
+        now = guard.clock()
+        cleared = False
+        kept: list[str] = list(info.members)
+        if guard.risk is not None:
+            risk = guard.risk
+            cleared = await self._pardon(guard, "cluster", info.cluster_id, now)
+            kept = [m for m in info.members if risk.blocked_until("account", m, now)]
+        storage = guard.storage.primary
+        lifted: list[str] = []
+        still = set(kept)
+        freed = [m for m in info.members if m not in still]
+        for start in range(0, len(freed), _BATCH):  # a hydra cluster may have 20,000 members
+            batch = freed[start : start + _BATCH]
+            was = await asyncio.gather(
+                *(storage.clear_flag(account_prefix(m) + BLOCK_SUFFIX) for m in batch)
+            )
+            lifted.extend(m for m, flagged in zip(batch, was, strict=True) if flagged)
+        return JSONResponse(
+            {
+                "cluster": info.cluster_id,
+                "risk_cleared": cleared,
+                "accounts_unblocked": lifted,
+                "still_blocked": kept if guard.risk is not None else [],
+            }
+        )
+
+    @staticmethod
+    async def _pardon(guard: Guard, scope: Subjects, key: str, now: float) -> bool:
+        """Clear a subject's anomaly state here and tell the other replicas."""
+        assert guard.risk is not None
+        cleared = guard.risk.unblock(scope, key, now)
+        if guard.sharing is not None:
+            await guard.sharing.pardon(scope, key, now)
+        return cleared
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -161,6 +161,12 @@ class RiskEngine:
         """The risk of one account or cluster at ``now`` (0 when unknown)."""
         return self._decayed(self.subjects[scope].get(key), now)
 
+    def blocked_until(self, scope: Scope, key: str, now: float) -> float:
+        """When the subject's own anomaly blocks end (0 when none is in force at ``now``)."""
+        subject = self.subjects[scope].get(key)
+        until = max(subject.blocks.values(), default=0.0) if subject is not None else 0.0
+        return until if until > now else 0.0
+
     def assess(self, account: str, cluster: str | None, now: float) -> Assessment:
         """Risks at ``now`` and the actions the rules call for."""
         acct = self.subjects["account"].get(account)
