@@ -79,3 +79,33 @@ def test_every_shipped_pattern_has_the_literal_prefix_its_prefilter_tests(patter
 )
 def test_literal_prefix(pattern: str, prefix: str) -> None:
     assert literal_prefix(pattern) == prefix
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Think st\u200bep by st\u200dep.",  # zero-width space / joiner inside the words
+        "Think step\u200bby\u2060step.",  # invisible characters instead of the spaces
+        "Think \uff53\uff54\uff45\uff50 \uff42\uff59 \uff53\uff54\uff45\uff50.",  # fullwidth letters
+        "Think \U0001d42c\U0001d42d\U0001d41e\U0001d429 \U0001d41b\U0001d432 \U0001d42c\U0001d42d\U0001d41e\U0001d429.",  # mathematical bold letters
+        "Think s\u0308te\u0301p by ste\u0336p.",  # combining marks
+        "Think \u0455t\u0435\u0440 b\u0443 \u0455t\u0435\u0440.",  # Cyrillic dze, er and u for s, p and y
+        "\u0405h\u043ew \u0443\u043eur w\u043erk.",  # Cyrillic capital dze and small o, u
+        "Show\tyour\nreasoning.",  # any whitespace between the words
+        "solve it stepbystep",
+        "use chain\u00a0of\u00a0thought",  # no-break spaces
+    ],
+)
+def test_unicode_and_spacing_disguises_still_match(prompt: str) -> None:
+    assert LEXICON.matches(prompt)
+
+
+def test_folding_keeps_other_scripts_and_extra_patterns_matching() -> None:
+    assert LEXICON.matches("Реши шаг за шагом")  # Cyrillic text is not folded to Latin
+    # "Write a story about a dog": Cyrillic, with letters that look Latin, stays Cyrillic
+    assert not LEXICON.matches(
+        "\u041d\u0430\u043f\u0438\u0448\u0438 \u0440\u0430\u0441\u0441\u043a\u0430\u0437 \u043e \u0441\u043e\u0431\u0430\u043a\u0435"
+    )
+    assert Lexicon([r"narrate every inference"]).matches(
+        "Narrate \u0435v\u0435ry inf\u0435r\u0435nce"
+    )

@@ -48,7 +48,7 @@ def test_openai_reads_every_extraction_relevant_field() -> None:
 @pytest.mark.parametrize(
     ("body", "max_tokens", "n", "stream"),
     [
-        ({"max_tokens": "10", "n": 0, "stream": "yes"}, None, 1, False),
+        ({"max_tokens": "ten", "n": 0, "stream": "maybe"}, None, 1, False),
         ({"max_tokens": -5, "n": True}, None, 1, False),
         ({"max_tokens": True, "messages": "nope"}, None, 1, False),
         ({"max_tokens": 7.9}, 7, 1, False),
@@ -59,6 +59,106 @@ def test_openai_ignores_fields_of_the_wrong_type(
 ) -> None:
     facts = OPENAI.parse(body)
     assert (facts.max_tokens, facts.n, facts.stream, facts.messages) == (max_tokens, n, stream, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # What pydantic-based upstreams (vLLM, SGLang) accept: the detectors must see it too.
+        ({"max_tokens": "1", "n": "4", "stream": "true"}, (1, 4, True, False, None)),
+        ({"logprobs": 1, "top_logprobs": "5"}, (None, 1, False, True, 5)),
+        ({"logprobs": "yes"}, (None, 1, False, True, None)),
+        ({"logprobs": 5}, (None, 1, False, True, 5)),  # legacy completions: top 5
+        ({"logprobs": 0}, (None, 1, False, False, None)),
+        ({"top_logprobs": 20}, (None, 1, False, True, 20)),  # top_logprobs alone asks too
+    ],
+)
+def test_openai_reads_the_spellings_a_lax_upstream_accepts(
+    body: dict, expected: tuple[int | None, int, bool, bool, int | None]
+) -> None:
+    facts = OPENAI.parse(body)
+    assert (facts.max_tokens, facts.n, facts.stream, facts.logprobs, facts.top_logprobs) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("0.7", 0.7), (" 1 ", 1.0), ("nan", None), ("hot", None)]
+)
+def test_temperature_as_a_string_counts_when_it_is_a_finite_number(
+    value: str, expected: float | None
+) -> None:
+    assert OPENAI.parse({"temperature": value}).temperature == expected
+    assert ANTHROPIC.parse({"temperature": value}).temperature == expected
+
+
+def test_openai_reads_legacy_completions_prompts() -> None:
+    facts = OPENAI.parse(
+        {"prompt": ["Think step by step: 2+2?", "again"], "suffix": "END", "max_tokens": 9}
+    )
+    assert facts.prompt == "Think step by step: 2+2?\nagain\nEND"
+    assert facts.max_tokens == 9 and facts.prompt_tokens == 0
+    # Token ids cannot be read, but they are input: the estimate counts one per id.
+    ids = OPENAI.parse({"prompt": [[1, 2, 3], [4, 5]]})
+    assert ids.prompt == "" and ids.prompt_tokens == 5
+    assert estimate_input_tokens(ids, 4, 4) == 5
+    assert OPENAI.parse({"prompt": [7] * 40}).prompt_tokens == 40
+
+
+def test_openai_counts_tool_call_arguments_as_input() -> None:
+    facts = OPENAI.parse(
+        {
+            "messages": [
+                {"role": "user", "content": "go"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"type": "function", "function": {"name": "f", "arguments": "ARGS"}},
+                        "junk",
+                    ],
+                    "function_call": {"name": "g", "arguments": "LEGACY"},
+                },
+                {"role": "tool", "tool_call_id": "1", "content": "RESULT"},
+            ]
+        }
+    )
+    # Counted in the estimate (they are input), not read by the detectors (they are data).
+    assert facts.prompt.split("\n") == ["go", "", "RESULT"]
+    assert facts.extra_chars == len("ARGS") + len("LEGACY")
+    assert estimate_input_tokens(facts, 1, 0) == len("go\n\nRESULT") + 10
+
+
+def test_anthropic_counts_text_nested_in_tool_results_and_documents() -> None:
+    nested = [
+        {"type": "tool_result", "tool_use_id": "t", "content": "TOOL-STRING"},
+        {
+            "type": "tool_result",
+            "tool_use_id": "u",
+            "content": [{"type": "text", "text": "TOOL-BLOCK"}],
+        },
+        {"type": "document", "source": {"type": "text", "data": "DOC-TEXT"}},
+        {
+            "type": "document",
+            "source": {"type": "content", "content": [{"type": "text", "text": "DOC-PART"}]},
+        },
+        {"type": "image", "source": {"type": "base64", "data": "AAAA"}},  # not text
+        {"type": "search_result", "content": [{"type": "text", "text": "FOUND"}]},
+    ]
+    facts = ANTHROPIC.parse(
+        {
+            "system": [{"type": "text", "text": "SYS"}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "ASK"}, *nested]}],
+        }
+    )
+    assert facts.prompt == "SYS\nASK"
+    hidden = ("TOOL-STRING", "TOOL-BLOCK", "DOC-TEXT", "DOC-PART", "FOUND")
+    assert facts.extra_chars == sum(map(len, hidden))
+    # Before, a prompt moved into a tool result or a document was estimated at nothing.
+    assert estimate_input_tokens(facts, 1, 0) == len("SYS\nASK") + sum(map(len, hidden))
+
+
+def test_anthropic_reads_the_spellings_a_lax_upstream_accepts() -> None:
+    facts = ANTHROPIC.parse({"max_tokens": "1", "stream": "true"})
+    assert facts.max_tokens == 1 and facts.stream
 
 
 def test_anthropic_reads_system_and_block_content() -> None:
@@ -174,3 +274,20 @@ def test_stream_events_fold_into_the_tally() -> None:
 )
 def test_dialect_for_unrouted_paths(path: str, name: str) -> None:
     assert dialect_for_path(path).name == name
+
+
+def test_openai_stream_without_usage_counts_every_kind_of_output() -> None:
+    # An upstream that sends no usage is charged what it visibly streamed: the reasoning
+    # and tool-call arguments are output too, and legacy completions stream choice text.
+    tally = StreamTally()
+    for delta in (
+        {"reasoning_content": "abcd"},  # vLLM, DeepSeek
+        {"reasoning": "efgh"},  # OpenRouter
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"a":1}'}}, "junk"]},
+        {"refusal": "no"},
+        {"content": "hi", "tool_calls": None},
+    ):
+        OPENAI.stream_event({"choices": [{"delta": delta}]}, tally)
+    OPENAI.stream_event({"choices": [{"index": 0, "text": "legacy"}]}, tally)
+    assert (tally.deltas, tally.chars) == (6, 4 + 4 + 7 + 2 + 2 + 6)
+    assert tally.input_tokens is None and tally.output_tokens is None

@@ -127,3 +127,19 @@ def test_band_ids_spell_out_as_the_band_keys() -> None:
     assert band_keys(fp, 1) == ["0:123456789abcdef"]
     assert [band_key(i) for i in band_ids(fp)] == band_keys(fp)
     assert len(set(band_ids(fp, 64))) == 64  # the band number tells equal values apart
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        "Solve the following pro\u200bblem step by st\u200cep and give the final answer: <x>",
+        "\uff33\uff4f\uff4c\uff56\uff45 the following problem step by step and give the final answer: <x>",
+        "Solve the f\u043ell\u043ewing pr\u043ebl\u0435m st\u0435p by st\u0435p and giv\u0435 th\u0435 final answ\u0435r: <x>",
+        "Solve the fo\u0301llowing problem step by step and give the final answer: <x>",
+    ],
+)
+def test_unicode_disguises_keep_the_template(disguised: str) -> None:
+    # Each disguise changes what the bytes say, not what a model reads: same template.
+    plain = "Solve the following problem step by step and give the final answer: <x>"
+    assert normalise(disguised) == normalise(plain)
+    assert fingerprint(disguised) == fingerprint(plain)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hydraguard.errors import PolicyError
+from hydraguard.policy.compiled import CompiledRoute, Routes
 from hydraguard.policy.loader import default_policy_path, load_policy, parse_policy
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -173,3 +174,36 @@ def test_parse_policy_uses_the_given_filename() -> None:
 def test_empty_file_is_the_default_policy() -> None:
     policy = parse_policy("", "empty.yaml")
     assert policy.name == "default" and "default" in policy.tiers
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//v1/chat/completions",
+        "/v1//chat/completions",
+        "/v1/chat/completions/",
+        "/v1/./chat/completions",
+        "/v1/models/../chat/completions",
+        "/V1/Chat/Completions",
+    ],
+)
+def test_other_spellings_of_a_route_path_are_the_route(path: str) -> None:
+    # An upstream that normalises paths (nginx merges slashes, Express ignores case and
+    # a trailing slash) serves these as the route: they must not pass unguarded.
+    assert load_policy(None).routes.match(path).dialect == "openai-chat"
+
+
+def test_canonical_spellings_keep_prefix_routes_and_misses() -> None:
+    routes = Routes(
+        {"/a": CompiledRoute("openai-chat", "/a")}, (("/p/", CompiledRoute("generic", "/p/*")),)
+    )
+    assert routes.match("//P//x").name == "/p/*"
+    assert (
+        routes.match("/p") is None and routes.match("/b/") is None and routes.match("/a/b") is None
+    )
+
+
+def test_legacy_completions_and_responses_are_routed_by_default() -> None:
+    routes = load_policy(None).routes
+    assert routes.match("/v1/completions").dialect == "openai-chat"
+    assert routes.match("/v1/responses").dialect == "generic"

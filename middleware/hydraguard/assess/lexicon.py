@@ -2,7 +2,10 @@
 
 Distillation campaigns want the teacher's reasoning traces, not just its
 answers, so their templates ask for them explicitly. Patterns are matched
-against the *lower-cased* prompt (write extra patterns in lower case).
+against the *lower-cased*, folded prompt (``inspect.fold``: zero-width characters,
+fullwidth letters, stray combining marks and Latin look-alikes undone; write extra
+patterns in lower case). Words may be separated by any whitespace:
+a tab or a line break between "show" and "your" asks the same.
 
 Speed: CPython's ``re`` scans fast only for a pattern that starts with a
 literal; one big alternation costs ~100 us per KB. So each pattern is its own
@@ -17,29 +20,31 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from hydraguard.inspect.fold import fold
+
 # Each starts with a literal and can match ASCII text.
 ASCII_PATTERNS: tuple[str, ...] = (
-    r"step[- ]by[- ]step",
-    r"show (?:your|all|the|me your) (?:work|working|reasoning|steps|thought process)",
-    r"chain[- ]of[- ]thoughts?",
-    r"think (?:aloud|out loud|carefully before|through (?:this|it) (?:step|carefully))",
-    r"explain (?:your|the) (?:internal |full |complete )?(?:reasoning|thought process|thinking)",
-    r"reasoning (?:trace|process|steps)",
+    r"step[-_\s]*by[-_\s]*step",
+    r"show\s+(?:your|all|the|me\s+your)\s+(?:work|working|reasoning|steps|thought\s+process)",
+    r"chain[-_\s]*of[-_\s]*thoughts?",
+    r"think\s+(?:aloud|out\s+loud|carefully\s+before|through\s+(?:this|it)\s+(?:step|carefully))",
+    r"explain\s+(?:your|the)\s+(?:(?:internal|full|complete)\s+)?(?:reasoning|thought\s+process|thinking)",
+    r"reasoning\s+(?:trace|process|steps)",
     r"<(?:/?think|/?thinking|reasoning)>",
-    r"before (?:answering|you answer), (?:reason|think)",
-    r"let'?s think",
-    r"paso a paso",  # es
-    r"tu razonamiento",  # es: muestra / explica tu razonamiento
-    r" ton raisonnement",  # fr
-    r" votre raisonnement",  # fr
-    r"zeige deinen (?:rechenweg|gedankengang|l[oö]sungsweg)",  # de
-    r"passo (?:a|dopo) passo",  # pt, it
-    r"seu racioc[ií]nio",  # pt
+    r"before\s+(?:answering|you\s+answer),\s*(?:reason|think)",
+    r"let'?s\s+think",
+    r"paso\s+a\s+paso",  # es
+    r"tu\s+razonamiento",  # es: muestra / explica tu razonamiento
+    r" ton\s+raisonnement",  # fr
+    r" votre\s+raisonnement",  # fr
+    r"zeige\s+deinen\s+(?:rechenweg|gedankengang|l[oö]sungsweg)",  # de
+    r"passo\s+(?:a|dopo)\s+passo",  # pt, it
+    r"seu\s+racioc[ií]nio",  # pt
 )
 # Patterns that need non-ASCII text to match.
 NON_ASCII_PATTERNS: tuple[str, ...] = (
-    r"étape par étape",  # fr
-    r"schritt für schritt",  # de
+    r"étape\s+par\s+étape",  # fr
+    r"schritt\s+für\s+schritt",  # de
     r"逐步",  # zh
     r"一步一?步",  # zh
     r"思考过程",  # zh
@@ -47,8 +52,8 @@ NON_ASCII_PATTERNS: tuple[str, ...] = (
     r"段階的に",  # ja
     r"ステップバイステップ",  # ja
     r"思考過程",  # ja
-    r"шаг за шагом",  # ru
-    r"покажи (?:ход|сво[её]) ",  # ru
+    r"шаг\s+за\s+шагом",  # ru
+    r"покажи\s+(?:ход|сво[её])\s",  # ru
 )
 SCAN_CHARS = 1024  # head and tail scanned of a longer prompt
 
@@ -73,15 +78,21 @@ class Lexicon:
     """The compiled default patterns plus a policy's extra ones."""
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
-        self.ascii = tuple((literal_prefix(p), re.compile(p)) for p in ASCII_PATTERNS)
-        self.non_ascii = tuple(re.compile(p) for p in NON_ASCII_PATTERNS)
-        self.extra = tuple(re.compile(p) for p in extra)
+        # Patterns are folded like the text, so a letter the fold maps elsewhere still meets
+        # itself; one that folding made ASCII joins the prefix-gated ones.
+        gated = [fold(p) for p in ASCII_PATTERNS]
+        non_ascii: list[str] = []
+        for pattern in map(fold, NON_ASCII_PATTERNS):
+            (gated if pattern.isascii() else non_ascii).append(pattern)
+        self.ascii = tuple((literal_prefix(p), re.compile(p)) for p in gated)
+        self.non_ascii = tuple(re.compile(p) for p in non_ascii)
+        self.extra = tuple(re.compile(fold(p)) for p in extra)
 
     def matches(self, prompt: str) -> bool:
         """Whether ``prompt`` asks for the model's reasoning."""
         if len(prompt) > 2 * SCAN_CHARS:
             prompt = prompt[:SCAN_CHARS] + "\n" + prompt[-SCAN_CHARS:]
-        text = prompt.lower()
+        text = fold(prompt).lower()
         for prefix, pattern in self.ascii:
             if prefix in text and pattern.search(text):
                 return True

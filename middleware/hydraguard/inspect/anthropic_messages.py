@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .dialect import Dialect, StreamTally
-from .facts import NUMBERS, RequestFacts, as_count, as_int, text_of
+from .facts import RequestFacts, as_count, param_flag, param_float, param_int, text_of
 
 # Anthropic's documented error types per status; else 4xx invalid_request_error, 5xx api_error.
 _ERROR_TYPES = {
@@ -37,29 +37,30 @@ class AnthropicMessages(Dialect):
     reads_body = True
 
     def parse(self, body: dict[str, Any]) -> RequestFacts:
-        texts = [text_of(body.get("system"))]
+        nested: list[str] = []
+        texts = [text_of(body.get("system"), nested)]
         count = 0
         messages = body.get("messages")
         if isinstance(messages, list):
             for message in messages:
                 if isinstance(message, dict):
                     count += 1
-                    texts.append(text_of(message.get("content")))
-        temperature = body.get("temperature")
+                    texts.append(text_of(message.get("content"), nested))
         model = body.get("model")
         # Positional, in field order: keyword arguments cost twice as much (per request).
         return RequestFacts(
             body,
             "\n".join(t for t in texts if t),  # prompt
             count,  # messages
-            as_int(body.get("max_tokens")),  # max_tokens
-            body.get("stream") is True,  # stream
+            param_int(body.get("max_tokens")),  # max_tokens
+            param_flag(body.get("stream")),  # stream
             1,  # n
             False,  # logprobs
             None,  # top_logprobs
             False,  # logit_bias
-            float(temperature) if isinstance(temperature, NUMBERS) else None,  # temperature
+            param_float(body.get("temperature")),  # temperature
             model if isinstance(model, str) else None,  # model
+            sum(map(len, nested)),  # extra_chars
         )
 
     def error_body(

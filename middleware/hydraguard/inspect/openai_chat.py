@@ -1,4 +1,5 @@
-"""OpenAI chat completions: request fields, error envelope, usage (JSON and final stream chunk)."""
+"""OpenAI chat completions (and legacy completions, ``prompt``): request fields, error envelope,
+usage (JSON and final stream chunk)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from typing import Any
 
 from .dialect import Dialect, StreamTally
-from .facts import NUMBERS, RequestFacts, as_count, as_int, text_of
+from .facts import RequestFacts, as_count, param_flag, param_float, param_int, text_of
 
 _ERROR_TYPES = {429: "rate_limit_error"}  # else 4xx: invalid_request_error, 5xx: server_error
 
@@ -18,17 +19,33 @@ class OpenAIChat(Dialect):
     def parse(self, body: dict[str, Any]) -> RequestFacts:
         messages = body.get("messages")
         texts: list[str] = []
+        nested: list[str] = []
         count = 0
+        tokens = 0
         if isinstance(messages, list):
             for message in messages:
                 if isinstance(message, dict):
                     count += 1
-                    texts.append(text_of(message.get("content")))
-        max_tokens = as_int(body.get("max_completion_tokens"))
+                    texts.append(text_of(message.get("content"), nested))
+                    if "tool_calls" in message or "function_call" in message:
+                        nested += _call_arguments(message)
+        elif "prompt" in body:  # legacy completions: the same API family, a prompt instead
+            tokens = _prompt(body.get("prompt"), texts)
+            suffix = body.get("suffix")
+            if isinstance(suffix, str):
+                texts.append(suffix)
+        max_tokens = param_int(body.get("max_completion_tokens"))
         if max_tokens is None:
-            max_tokens = as_int(body.get("max_tokens"))
-        temperature = body.get("temperature")
-        top = as_int(body.get("top_logprobs"))
+            max_tokens = param_int(body.get("max_tokens"))
+        top = param_int(body.get("top_logprobs"))
+        logprobs = body.get("logprobs")
+        if logprobs is not None and logprobs is not True and logprobs is not False:
+            # Completions take the number of top tokens ("logprobs": 5); a lax upstream
+            # reads 1 and "true" as true.
+            wanted = param_int(logprobs)
+            if wanted:
+                top = max(top or 0, wanted)
+            logprobs = param_flag(logprobs) or bool(wanted)
         model = body.get("model")
         # Positional, in field order: keyword arguments cost twice as much (per request).
         return RequestFacts(
@@ -36,13 +53,15 @@ class OpenAIChat(Dialect):
             "\n".join(texts),  # prompt
             count,  # messages
             max_tokens,
-            body.get("stream") is True,  # stream
-            max(as_int(body.get("n")) or 1, 1),  # n
-            body.get("logprobs") is True or bool(top),  # logprobs
+            param_flag(body.get("stream")),  # stream
+            max(param_int(body.get("n")) or 1, 1),  # n
+            logprobs is True or bool(top),  # logprobs
             top,  # top_logprobs
             bool(body.get("logit_bias")),  # logit_bias
-            float(temperature) if isinstance(temperature, NUMBERS) else None,  # temperature
+            param_float(body.get("temperature")),  # temperature
             model if isinstance(model, str) else None,  # model
+            sum(map(len, nested)),  # extra_chars
+            tokens,  # prompt_tokens
         )
 
     def error_body(
@@ -79,9 +98,67 @@ class OpenAIChat(Dialect):
         choices = event.get("choices")
         if isinstance(choices, list):
             for choice in choices:
-                delta = choice.get("delta") if isinstance(choice, dict) else None
-                if isinstance(delta, dict):
-                    text = delta.get("content")
-                    if isinstance(text, str) and text:
-                        into.chars += len(text)
-                        into.deltas += 1
+                if isinstance(choice, dict):
+                    delta = choice.get("delta")
+                    if isinstance(delta, dict):
+                        _tally_delta(delta, into)
+                    else:  # legacy completions stream their text in the choice
+                        _tally_text(choice.get("text"), into)
+
+
+def _call_arguments(message: dict[str, Any]) -> list[str]:
+    """The arguments of an assistant message's tool and function calls: input too."""
+    calls = message.get("tool_calls")
+    functions = (
+        [c.get("function") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+    )
+    functions.append(message.get("function_call"))  # the legacy single call
+    return [
+        f["arguments"]
+        for f in functions
+        if isinstance(f, dict) and isinstance(f.get("arguments"), str)
+    ]
+
+
+def _prompt(prompt: Any, texts: list[str]) -> int:
+    """Add a completions prompt's text to ``texts``; return how many tokens it gives as ids.
+
+    The prompt is a string, a list of strings, a list of token ids or a list of such lists.
+    """
+    if isinstance(prompt, str):
+        texts.append(prompt)
+        return 0
+    if not isinstance(prompt, list):
+        return 0
+    tokens = 0
+    for item in prompt:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, list):
+            tokens += len(item)
+        elif isinstance(item, int):
+            tokens += 1
+    return tokens
+
+
+def _tally_delta(delta: dict[str, Any], into: StreamTally) -> None:
+    """Streamed output of one chunk: the answer, and what also costs output tokens when the
+    upstream sends no usage: reasoning (``reasoning_content`` of vLLM and DeepSeek,
+    ``reasoning`` of OpenRouter), tool-call arguments and refusals."""
+    for field in _DELTA_TEXTS:
+        _tally_text(delta.get(field), into)
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                _tally_text(function.get("arguments"), into)
+
+
+_DELTA_TEXTS = ("content", "reasoning_content", "reasoning", "refusal")
+
+
+def _tally_text(text: Any, into: StreamTally) -> None:
+    if isinstance(text, str) and text:
+        into.chars += len(text)
+        into.deltas += 1

@@ -2,8 +2,9 @@
 
 Distillation campaigns send millions of prompts cut from a few templates
 ("Solve the following problem step by step: <problem>"). :func:`normalise`
-removes the slot fillers (numbers, quoted strings, code, URLs, e-mails,
-mid-sentence capitalised names), :func:`fingerprint` turns what remains into a
+undoes Unicode disguises (``inspect.fold``), removes the slot fillers (numbers,
+quoted strings, code, URLs, e-mails, mid-sentence capitalised names),
+:func:`fingerprint` turns what remains into a
 64-bit SimHash over word 3-shingles, and :func:`band_keys` gives LSH keys so
 near-duplicates (Hamming distance <= 3) meet in at least one bucket.
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+
+from .fold import fold
 
 __all__ = [
     "band_ids",
@@ -53,6 +56,9 @@ _SUBSTITUTIONS: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
 
 
 def _words(text: str) -> list[str]:
+    # Zero-width characters, fullwidth letters and look-alikes would give each prompt of a
+    # template its own words: fold them first (free for ASCII text).
+    text = fold(text)
     for triggers, pattern, placeholder in _SUBSTITUTIONS:
         if triggers:
             # A plain loop, not any(<generator>): this runs six times per prompt and

@@ -61,15 +61,55 @@ class CompiledRoute:
 class Routes:
     exact: dict[str, CompiledRoute]
     prefixes: tuple[tuple[str, CompiledRoute], ...]  # longest first
+    # The same, keyed by canonical_path(): what a path spelled otherwise is matched against.
+    canonical: dict[str, CompiledRoute] = field(default_factory=dict)
+    canonical_prefixes: tuple[tuple[str, CompiledRoute], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.canonical:
+            self.canonical.update((canonical_path(p), r) for p, r in self.exact.items())
+        if not self.canonical_prefixes:
+            canonical = tuple(
+                (canonical_path(p) + "/" * p.endswith("/"), r) for p, r in self.prefixes
+            )
+            object.__setattr__(self, "canonical_prefixes", canonical)
 
     def match(self, path: str) -> CompiledRoute | None:
-        route = self.exact.get(path)
-        if route is not None:
-            return route
-        for prefix, candidate in self.prefixes:
-            if path.startswith(prefix):
-                return candidate
-        return None
+        route = _lookup(path, self.exact, self.prefixes)
+        if route is None:
+            # Upstreams behind nginx or Express also serve "//v1/chat/completions",
+            # "/v1/chat/completions/", "/v1/x/../chat/completions" or "/V1/Chat/Completions"
+            # as the route: matched as written, such a path would pass unguarded. Only paths
+            # that missed pay for this.
+            route = _lookup(canonical_path(path), self.canonical, self.canonical_prefixes)
+        return route
+
+
+def _lookup(
+    path: str,
+    exact: dict[str, CompiledRoute],
+    prefixes: tuple[tuple[str, CompiledRoute], ...],
+) -> CompiledRoute | None:
+    route = exact.get(path)
+    if route is not None:
+        return route
+    for prefix, candidate in prefixes:
+        if path.startswith(prefix):
+            return candidate
+    return None
+
+
+def canonical_path(path: str) -> str:
+    """``path`` lower-cased, with empty and ``.`` segments dropped and ``..`` resolved;
+    no trailing slash (``"/"`` for the root)."""
+    segments: list[str] = []
+    for segment in path.lower().split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment and segment != ".":
+            segments.append(segment)
+    return "/" + "/".join(segments)
 
 
 @dataclass(frozen=True, slots=True)
