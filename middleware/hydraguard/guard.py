@@ -165,7 +165,7 @@ class Guard:
                 layout.report_groups,
                 decision.plan.checks,
                 decision.verdict,
-                dialect.name == "openai-chat",
+                dialect.openai_headers,
             )
             extra.append(self.policy_headers[identity.tier])
             if not decision.admitted:
@@ -179,7 +179,7 @@ class Guard:
                 if "accept-encoding" in headers:  # usage must stay readable
                     scope = readable_accept_encoding(scope)
                 body, scope = rewrite_request(
-                    dialect.name,
+                    dialect,
                     facts,
                     body,
                     scope,

@@ -206,4 +206,4 @@ def test_canonical_spellings_keep_prefix_routes_and_misses() -> None:
 def test_legacy_completions_and_responses_are_routed_by_default() -> None:
     routes = load_policy(None).routes
     assert routes.match("/v1/completions").dialect == "openai-chat"
-    assert routes.match("/v1/responses").dialect == "generic"
+    assert routes.match("/v1/responses").dialect == "openai-responses"

@@ -1,4 +1,4 @@
-"""A deterministic fake model API: OpenAI chat completions and Anthropic messages.
+"""A deterministic fake model API: OpenAI chat completions and responses, Anthropic messages.
 
 ``hydraguard serve`` fronts it when no ``--upstream`` is given, and tests use it as the
 upstream. Bodies, SSE event sequences and usage fields follow the real APIs closely
@@ -32,8 +32,10 @@ from hydraguard.gateway.mock_reply import (
     positive_int,
     prompt_text,
 )
+from hydraguard.inspect.openai_responses import OpenAIResponses
 
 _SSE_HEADERS = {"cache-control": "no-cache"}
+_RESPONSES = OpenAIResponses()
 
 
 def _sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
@@ -133,6 +135,72 @@ class _MockModel:
             yield _sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
         yield _sse("[DONE]")
 
+    # --- OpenAI responses -----------------------------------------------------------------
+
+    async def responses(self, request: Request) -> Response:
+        await self._pause(self.latency)
+        try:
+            body = await _json_object(request)
+            if not isinstance(body.get("input"), str | list):
+                raise BadRequest("input: a string or an array of input items is required", "input")
+            prompt = _RESPONSES.parse(body).prompt  # the middleware's own reading of the input
+            limit = positive_int(body, "max_output_tokens")
+            stream = flag(body, "stream")
+        except BadRequest as exc:
+            return openai_error(400, exc.message, param=exc.param)
+        reply = generate(prompt, limit)
+        input_tokens, output_tokens = count_tokens(prompt), len(reply.words)
+        response: dict[str, Any] = {
+            "id": f"resp_{uuid.uuid4().hex}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "incomplete" if reply.cut else "completed",
+            "incomplete_details": {"reason": "max_output_tokens"} if reply.cut else None,
+            "model": model_name(body),
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+            },
+        }
+        item = {
+            "id": f"msg_{uuid.uuid4().hex}",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+        }
+        if stream:
+            return self._stream(self._responses_events(response, item, reply))
+        return JSONResponse({**response, "output": [item]})
+
+    async def _responses_events(
+        self, response: dict[str, Any], item: dict[str, Any], reply: Reply
+    ) -> AsyncIterator[bytes]:
+        sequence = 0
+
+        def event(kind: str, **fields: Any) -> bytes:
+            nonlocal sequence
+            sequence += 1
+            return _sse({"type": kind, "sequence_number": sequence, **fields}, event=kind)
+
+        where = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+        pending = {**response, "status": "in_progress", "incomplete_details": None, "usage": None}
+        yield event("response.created", response={**pending, "output": []})
+        yield event("response.in_progress", response={**pending, "output": []})
+        yield event("response.output_item.added", output_index=0, item={**item, "content": []})
+        empty = {"type": "output_text", "text": "", "annotations": []}
+        yield event("response.content_part.added", **where, part=empty)
+        for piece in reply.pieces():
+            await self._pause(self.token_delay)
+            yield event("response.output_text.delta", **where, delta=piece)
+        yield event("response.output_text.done", **where, text=reply.text)
+        yield event("response.content_part.done", **where, part=item["content"][0])
+        yield event("response.output_item.done", output_index=0, item=item)
+        yield event(f"response.{response['status']}", response={**response, "output": [item]})
+
     # --- Anthropic messages --------------------------------------------------------------
 
     async def messages(self, request: Request) -> Response:
@@ -216,6 +284,7 @@ def create_mock_app(*, latency: float = 0.0, token_delay: float = 0.0) -> Starle
     model = _MockModel(latency, token_delay)
     post: list[tuple[str, Callable[[Request], Awaitable[Response]]]] = [
         ("/v1/chat/completions", model.chat_completions),
+        ("/v1/responses", model.responses),
         ("/v1/messages", model.messages),
     ]
     routes = [Route(path, endpoint, methods=["POST"]) for path, endpoint in post]

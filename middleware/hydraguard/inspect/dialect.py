@@ -8,13 +8,23 @@ from typing import Any
 
 from .facts import RequestFacts
 
+_ABSENT = object()
+
 
 class Dialect:
     name = "generic"
     reads_body = False  # generic routes count requests only and never buffer the body
+    # The request fields that bound the output; a cap rewrites those present, else the first.
+    cap_keys: tuple[str, ...] = ("max_tokens",)
+    asks_stream_usage = False  # whether a streamed request must be told to report usage
+    openai_headers = False  # whether responses carry OpenAI's x-ratelimit-* fields too
 
     def parse(self, body: dict[str, Any]) -> RequestFacts:
         return RequestFacts(body=body)
+
+    def strip(self, data: dict[str, Any], name: str) -> bool:
+        """Remove request parameter ``name`` from the body ``data``; True when it was there."""
+        return data.pop(name, _ABSENT) is not _ABSENT
 
     def error_body(
         self, status: int, message: str, code: str | None, extra: dict[str, Any]

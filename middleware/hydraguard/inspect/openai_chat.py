@@ -15,6 +15,10 @@ _ERROR_TYPES = {429: "rate_limit_error"}  # else 4xx: invalid_request_error, 5xx
 class OpenAIChat(Dialect):
     name = "openai-chat"
     reads_body = True
+    cap_keys: tuple[str, ...] = ("max_completion_tokens", "max_tokens")
+    asks_stream_usage = True  # stream_options.include_usage: the final chunk carries usage
+    openai_headers = True  # x-ratelimit-* as OpenAI sends them
+    usage_keys = ("prompt_tokens", "completion_tokens")  # in a response's "usage"
 
     def parse(self, body: dict[str, Any]) -> RequestFacts:
         messages = body.get("messages")
@@ -81,10 +85,8 @@ class OpenAIChat(Dialect):
         usage = body.get("usage") if isinstance(body, dict) else None
         if not isinstance(usage, dict):
             return None
-        prompt, completion = (
-            as_count(usage.get("prompt_tokens")),
-            as_count(usage.get("completion_tokens")),
-        )
+        given, produced = self.usage_keys
+        prompt, completion = as_count(usage.get(given)), as_count(usage.get(produced))
         if prompt is None or completion is None:
             return None
         return prompt, completion
@@ -103,7 +105,7 @@ class OpenAIChat(Dialect):
                     if isinstance(delta, dict):
                         _tally_delta(delta, into)
                     else:  # legacy completions stream their text in the choice
-                        _tally_text(choice.get("text"), into)
+                        tally_text(choice.get("text"), into)
 
 
 def _call_arguments(message: dict[str, Any]) -> list[str]:
@@ -146,19 +148,19 @@ def _tally_delta(delta: dict[str, Any], into: StreamTally) -> None:
     upstream sends no usage: reasoning (``reasoning_content`` of vLLM and DeepSeek,
     ``reasoning`` of OpenRouter), tool-call arguments and refusals."""
     for field in _DELTA_TEXTS:
-        _tally_text(delta.get(field), into)
+        tally_text(delta.get(field), into)
     calls = delta.get("tool_calls")
     if isinstance(calls, list):
         for call in calls:
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
-                _tally_text(function.get("arguments"), into)
+                tally_text(function.get("arguments"), into)
 
 
 _DELTA_TEXTS = ("content", "reasoning_content", "reasoning", "refusal")
 
 
-def _tally_text(text: Any, into: StreamTally) -> None:
+def tally_text(text: Any, into: StreamTally) -> None:
     if isinstance(text, str) and text:
         into.chars += len(text)
         into.deltas += 1

@@ -8,11 +8,12 @@ from typing import Any
 import orjson
 
 from .body import with_content_length
+from .dialect import Dialect
 from .facts import RequestFacts
 
 
 def rewrite_request(
-    dialect: str,
+    dialect: Dialect,
     facts: RequestFacts,
     body: bytes,
     scope: MutableMapping[str, Any],
@@ -25,7 +26,7 @@ def rewrite_request(
     if data is None:
         return body, scope
     changed = False
-    if stream_usage and facts.stream and dialect == "openai-chat":
+    if stream_usage and facts.stream and dialect.asks_stream_usage:
         options = data.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
             # Ask for the final usage chunk so a stream is settled from real usage.
@@ -35,15 +36,14 @@ def rewrite_request(
             }
             changed = True
     if cap is not None:
-        keys = [k for k in ("max_completion_tokens", "max_tokens") if k in data] or ["max_tokens"]
+        keys = [k for k in dialect.cap_keys if k in data] or [dialect.cap_keys[-1]]
         for key in keys:
             value = data.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value > cap:
                 data[key] = cap
                 changed = True
     for name in strip:
-        if name in data:
-            del data[name]
+        if dialect.strip(data, name):
             changed = True
     if not changed:
         return body, scope

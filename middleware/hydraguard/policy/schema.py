@@ -19,7 +19,7 @@ from ..identify import refuse_credentials
 from ..record.audit import AuditConfig
 
 Mode = Literal["enforce", "shadow"]
-Dialect = Literal["openai-chat", "anthropic-messages", "generic"]
+Dialect = Literal["openai-chat", "openai-responses", "anthropic-messages", "generic"]
 
 
 class Strict(BaseModel):
