@@ -32,6 +32,7 @@ __all__ = [
     "UpstreamProxy",
     "create_proxy_app",
     "default_error_response",
+    "upstream_base",
 ]
 
 logger = logging.getLogger("hydraguard.gateway")
@@ -44,6 +45,22 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
 DEFAULT_LIMITS = httpx.Limits(
     max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0
 )
+
+
+def upstream_base(upstream: str) -> httpx.URL:
+    """``upstream`` as a base URL; ValueError saying what is wrong with it otherwise."""
+    try:
+        base = httpx.URL(upstream)
+        port = base.port  # httpx parses any number, and a bad one fails only at connect
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"upstream {upstream!r} is not a URL: {exc}") from None
+    if base.scheme not in ("http", "https") or not base.host or base.query or base.fragment:
+        raise ValueError(
+            f"upstream must be an http(s) base URL without query or fragment: {upstream!r}"
+        )
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"upstream {upstream!r} has port {port}, not in 1-65535")
+    return base
 
 
 class UpstreamProxy:
@@ -65,9 +82,7 @@ class UpstreamProxy:
         error_response: ErrorResponse = default_error_response,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        base = httpx.URL(upstream)
-        if base.scheme not in ("http", "https") or not base.host or base.query:
-            raise ValueError(f"upstream must be an http(s) base URL without query: {upstream!r}")
+        base = upstream_base(upstream)
         self._base = base
         self._prefix = base.raw_path.rstrip(b"/")
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
