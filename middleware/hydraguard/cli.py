@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import PolicyError
+from .gateway.options import integer, seconds
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -42,30 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", help="upstream base URL (default: the built-in mock model)")
     serve.add_argument("--storage", default="memory://", help="memory:// or a Redis URL")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--port", type=integer(0, 65535), default=8000, help="0: any free port")
+    serve.add_argument("--workers", type=integer(1), default=1)
     serve.add_argument(
-        "--mock-latency", type=float, default=0.0, help="built-in mock: seconds before answering"
+        "--mock-latency",
+        type=seconds(zero=True),
+        default=0.0,
+        help="built-in mock: seconds before answering",
     )
     serve.add_argument(
         "--mock-token-delay",
-        type=float,
+        type=seconds(zero=True),
         default=0.0,
         help="built-in mock: seconds between streamed tokens",
     )
     serve.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds(zero=False),
         default=10.0,
         help="upstream: seconds to connect (else 502)",
     )
     serve.add_argument(
         "--read-timeout",
-        type=float,
+        type=seconds(zero=False),
         default=600.0,
         help="upstream: seconds to wait for the next chunk (else 504)",
     )
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+    )
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate policy files; exit 1 on any error")

@@ -14,10 +14,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client import CollectorRegistry
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hydraguard.gateway.app import GatewayConfig, create_gateway
 from hydraguard.gateway.mock import create_mock_app
 from hydraguard.gateway.proxy import UpstreamProxy, create_proxy_app
 
@@ -281,6 +283,32 @@ async def test_client_disconnect_closes_upstream_response(serve: Serve) -> None:
         gate.set()
 
 
+async def test_client_leaving_before_the_upstream_answers_cancels_the_upstream_request(
+    serve: Serve,
+) -> None:
+    # A non-streaming completion can think for minutes: the client giving up must not leave
+    # the upstream generating, and the request held, until the read timeout.
+    asked, left = asyncio.Event(), asyncio.Event()
+
+    async def thinking(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        asked.set()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        left.set()
+
+    upstream = await serve(thinking)
+    gateway = await serve(create_proxy_app(upstream))
+    async with httpx.AsyncClient() as http:
+        request = asyncio.create_task(http.post(f"{gateway}/v1/chat/completions", json={}))
+        await asyncio.wait_for(asked.wait(), GUARD)
+        request.cancel()  # closes the client's connection
+    await asyncio.wait_for(left.wait(), GUARD)
+
+
 async def test_slow_upstream_is_504(serve: Serve) -> None:
     release = asyncio.Event()
 
@@ -322,14 +350,45 @@ async def dying_upstream() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-async def test_upstream_dying_mid_stream_ends_response(caplog: pytest.LogCaptureFixture) -> None:
+async def test_upstream_dying_mid_stream_cuts_the_client_response(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ending the chunked body normally would pass the cut stream off as complete.
     caplog.set_level(logging.WARNING, logger="hydraguard.gateway")
-    async with dying_upstream() as upstream, proxied(upstream) as http:
-        async with asyncio.timeout(GUARD):
-            response = await http.get("/v1/chat/completions")
-    assert response.status_code == 200
-    assert response.content == b"data: one\n\n"
+    async with dying_upstream() as upstream:
+        gateway = await serve(create_proxy_app(upstream))
+        received = b""
+        async with asyncio.timeout(GUARD), httpx.AsyncClient() as http:
+            async with http.stream("GET", f"{gateway}/v1/chat/completions") as response:
+                assert response.status_code == 200
+                with pytest.raises(httpx.RemoteProtocolError):
+                    async for chunk in response.aiter_raw():
+                        received += chunk
+    assert received == b"data: one\n\n"
     assert any("mid-stream" in record.getMessage() for record in caplog.records)
+
+
+async def test_usage_of_a_cut_stream_is_estimated_not_lost(serve: Serve) -> None:
+    registry = CollectorRegistry()
+    async with dying_upstream() as upstream:
+        config = GatewayConfig(upstream=upstream, watch_policy=False)
+        gateway = await serve(create_gateway(config, registry))
+        async with asyncio.timeout(GUARD), httpx.AsyncClient() as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.post(
+                    f"{gateway}/v1/chat/completions",
+                    json={
+                        "model": "m",
+                        "max_tokens": 5,
+                        "messages": [{"role": "user", "content": "hi"}],
+                    },
+                    headers={"x-account-id": "a"},
+                )
+    labels = {"policy": "default", "route": "/v1/chat/completions"}
+    estimated = registry.get_sample_value(
+        "hydraguard_tokens_settled_total", {**labels, "source": "estimate"}
+    )
+    assert estimated is not None and estimated > 0
 
 
 async def test_openai_sdk_streams_through_proxy(serve: Serve) -> None:
@@ -400,3 +459,63 @@ async def test_upstream_closed_when_client_send_fails() -> None:
     finally:
         await proxy.aclose()
     assert stream.closed
+
+
+def http_scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,  # decoded, as servers give it
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"gateway.test")],
+        "client": ("127.0.0.1", 1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "relayed"),
+    [
+        ("/v1/x/../chat/completions", False),  # httpx would send /v1/chat/completions
+        ("/v1/./chat/completions", False),
+        ("/v1//chat/completions", False),  # nginx's merge_slashes would serve it
+        ("//v1/chat/completions", False),
+        ("/v1/chat/completions/..", False),
+        ("/v1/chat/completions", True),
+        ("/v1/models/", True),
+        ("/v1/files/a...b", True),
+    ],
+)
+async def test_paths_the_upstream_would_resolve_elsewhere_are_refused(
+    path: str, relayed: bool
+) -> None:
+    # HydraGuard matches its routes on this very path: a path the upstream resolves to
+    # another route would be served without the limits of that route.
+    seen: list[str] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(200, stream=httpx.ByteStream(b"{}"))  # a stream, as sockets give
+
+    proxy = UpstreamProxy("http://upstream.test", transport=httpx.MockTransport(upstream))
+    sent: list[Message] = []
+    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop()
+        await asyncio.Future()  # the client stays: nothing more until the response is sent
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    try:
+        await proxy(http_scope(path), receive, send)
+    finally:
+        await proxy.aclose()
+    assert sent[0]["status"] == (200 if relayed else 400)
+    assert seen == ([path] if relayed else [])

@@ -111,8 +111,13 @@ async def test_healthz_reports_unreachable_storage(tmp_path: Path) -> None:
             health = await http.get("/healthz")
     finally:
         await app.state.guard.aclose()
-    assert health.status_code == 200
-    assert health.json() == {"status": "ok", "policy": "metrics-test", "storage": "down"}
+    assert health.status_code == 200  # on_error: open (the default) still serves
+    assert health.json() == {
+        "status": "degraded",
+        "policy": "metrics-test",
+        "storage": "down",
+        "fallback": "open",
+    }
 
 
 # --- hydraguard serve as a subprocess -------------------------------------------------------

@@ -4,27 +4,17 @@ on them (each started once a session, when a test asks for it)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TypeVar
 
 import pytest
-from redis_server import RedisClusterServers, RedisSentinelServers
 
-Servers = TypeVar("Servers", RedisClusterServers, RedisSentinelServers)
-
-
-def _running(servers: Servers) -> Iterator[Servers]:
-    servers.start()
-    try:
-        yield servers
-    finally:
-        servers.stop()
+from redis_server import RedisClusterServers, RedisSentinelServers, running
 
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    yield from _running(RedisClusterServers(str(tmp_path_factory.mktemp("redis-cluster"))))
+    yield from running(RedisClusterServers(str(tmp_path_factory.mktemp("redis-cluster"))))
 
 
 @pytest.fixture(scope="session")
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelServers]:
-    yield from _running(RedisSentinelServers(str(tmp_path_factory.mktemp("redis-sentinel"))))
+    yield from running(RedisSentinelServers(str(tmp_path_factory.mktemp("redis-sentinel"))))

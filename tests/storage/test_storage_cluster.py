@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import generate_latest
-from redis_server import RedisClusterServers
 
 from hydraguard import load_policy
 from hydraguard.admit.plan import Planner
 from hydraguard.storage.base import Charge, Check, Lease
 from hydraguard.storage.redis import RedisStorage
+from redis_server import RedisClusterServers
 
 pytestmark = pytest.mark.redis
 

@@ -15,7 +15,6 @@ import httpx
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
-from redis_server import RedisSentinelServers, RedisServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,6 +23,7 @@ from starlette.routing import Route
 from hydraguard import HydraGuard
 from hydraguard.policy.compiled import compile_policy
 from hydraguard.policy.loader import parse_policy
+from redis_server import RedisSentinelServers, RedisServer, running
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -75,10 +75,7 @@ async def guards() -> AsyncIterator[list[HydraGuard]]:
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    instance = RedisServer()
-    instance.start()
-    yield instance
-    instance.stop()
+    yield from running(RedisServer())
 
 
 async def post(client: httpx.AsyncClient, account: str = "a1") -> httpx.Response:

@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
@@ -31,6 +31,7 @@ from ..errors import PolicyError
 from ..middleware import HydraGuard
 from ..policy.loader import default_policy_path
 from .gc import tune_for_long_running_state
+from .health import health_endpoint
 from .mock import create_mock_app
 from .proxy import UpstreamProxy
 
@@ -84,15 +85,6 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
             return Response(generate_latest(collected), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def healthz(request: Request) -> Response:
-        storage_ok = False  # stays False when the ping raises or times out
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(0.5):
-                storage_ok = await guard.storage.primary.ping()
-        return JSONResponse(
-            {"status": "ok", "policy": guard.policy.name, "storage": "ok" if storage_ok else "down"}
-        )
-
     def reload(reason: str) -> None:
         try:
             guard.reload()
@@ -135,7 +127,7 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
     app = Starlette(
         routes=[
             Route("/metrics", metrics, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
+            Route("/healthz", health_endpoint(guard), methods=["GET"]),
             Mount("/", app=guard),
         ],
         lifespan=lifespan,

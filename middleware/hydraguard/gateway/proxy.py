@@ -7,6 +7,7 @@ client token by token while hydraguard's middleware observes them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ __all__ = [
     "UpstreamProxy",
     "create_proxy_app",
     "default_error_response",
+    "upstream_base",
 ]
 
 logger = logging.getLogger("hydraguard.gateway")
@@ -45,11 +47,30 @@ DEFAULT_LIMITS = httpx.Limits(
 )
 
 
+def upstream_base(upstream: str) -> httpx.URL:
+    """``upstream`` as a base URL; ValueError saying what is wrong with it otherwise."""
+    try:
+        base = httpx.URL(upstream)
+        port = base.port  # httpx parses any number, and a bad one fails only at connect
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"upstream {upstream!r} is not a URL: {exc}") from None
+    if base.scheme not in ("http", "https") or not base.host or base.query or base.fragment:
+        raise ValueError(
+            f"upstream must be an http(s) base URL without query or fragment: {upstream!r}"
+        )
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"upstream {upstream!r} has port {port}, not in 1-65535")
+    return base
+
+
 class UpstreamProxy:
     """ASGI app forwarding every HTTP request to ``upstream`` (a base URL, path prefix allowed).
 
-    Upstream unreachable -> 502, too slow -> 504, both built by ``error_response(path,
-    status, message)``. Call :meth:`aclose` on shutdown (the ASGI lifespan does it).
+    Upstream unreachable -> 502, too slow -> 504, a path with dot or empty segments -> 400,
+    all built by ``error_response(path, status, message)``. A client that leaves before the
+    upstream answers cancels the upstream request; an upstream that breaks off mid-body
+    cuts the client's response off too. Call :meth:`aclose` on shutdown (the ASGI lifespan
+    does it).
     """
 
     def __init__(
@@ -61,9 +82,7 @@ class UpstreamProxy:
         error_response: ErrorResponse = default_error_response,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        base = httpx.URL(upstream)
-        if base.scheme not in ("http", "https") or not base.host or base.query:
-            raise ValueError(f"upstream must be an http(s) base URL without query: {upstream!r}")
+        base = upstream_base(upstream)
         self._base = base
         self._prefix = base.raw_path.rstrip(b"/")
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
@@ -100,21 +119,29 @@ class UpstreamProxy:
             await send({"type": "websocket.close", "code": 1003})
             return
         path: str = scope["path"]
+        if _ambiguous(path):
+            message = (
+                "path has empty or dot segments; the upstream could resolve it to another route"
+            )
+            await self._error_response(path, 400, message)(scope, receive, send)
+            return
         first = await receive()
         # Skip empty leading messages so a body-less request is sent without a body.
         while first["type"] == "http.request" and first.get("more_body") and not first.get("body"):
             first = await receive()
         if first["type"] == "http.disconnect":
             return
+        body_sent = asyncio.Event()
         if first.get("more_body", False):
-            content: bytes | AsyncIterator[bytes] = _relay_request(first, receive)
+            content: bytes | AsyncIterator[bytes] = _relay_request(first, receive, body_sent)
             headers = upstream_request_headers(scope, keep_length=True)
         else:
             content = first.get("body", b"")
             headers = upstream_request_headers(scope, keep_length=False)
+            body_sent.set()
         request = httpx.Request(scope["method"], self._url(scope), headers=headers, content=content)
         try:
-            upstream = await self.client.send(request, stream=True)
+            upstream = await self._send(request, receive, body_sent)
         except ClientDisconnect:
             return
         except httpx.TimeoutException as exc:
@@ -127,6 +154,8 @@ class UpstreamProxy:
             logger.warning("upstream unreachable for %s %s: %r", scope["method"], path, exc)
             await self._error_response(path, 502, "upstream is unreachable")(scope, receive, send)
             return
+        if upstream is None:
+            return  # the client left before the upstream answered
         body = _relay_response(upstream, path)
         response = StreamingResponse(body, status_code=upstream.status_code)
         response.raw_headers = end_to_end(upstream.headers.raw)
@@ -136,6 +165,29 @@ class UpstreamProxy:
             # Not a BackgroundTask: it would be skipped when the client disconnects.
             await body.aclose()
             await upstream.aclose()
+
+    async def _send(
+        self, request: httpx.Request, receive: Receive, body_sent: asyncio.Event
+    ) -> httpx.Response | None:
+        """The upstream's response headers, or None when the client left first.
+
+        A non-streaming completion may think for minutes before its headers; a client that
+        gave up must not leave the upstream generating (and the gateway holding the
+        connection, and shutdown waiting) until the read timeout. Cancelling the send makes
+        httpcore close that connection rather than return it to the pool half-read.
+        """
+        sending = asyncio.ensure_future(self.client.send(request, stream=True))
+        leaving = asyncio.ensure_future(_client_left(receive, body_sent))
+        try:
+            await asyncio.wait({sending, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this request is cancelled: neither task may outlive it
+            leaving.cancel()
+            sending.cancel()  # a no-op once it is done
+            await asyncio.wait({sending})
+        if sending.cancelled():
+            leaving.result()  # it ended first: re-raise a failing receive, if that was it
+            return None
+        return sending.result()  # raises what the send raised
 
     def _url(self, scope: Scope) -> httpx.URL:
         raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
@@ -154,7 +206,9 @@ class UpstreamProxy:
                 return
 
 
-async def _relay_request(first: Message, receive: Receive) -> AsyncIterator[bytes]:
+async def _relay_request(
+    first: Message, receive: Receive, body_sent: asyncio.Event
+) -> AsyncIterator[bytes]:
     message = first
     while True:
         if message["type"] == "http.disconnect":
@@ -162,8 +216,26 @@ async def _relay_request(first: Message, receive: Receive) -> AsyncIterator[byte
         if body := message.get("body", b""):
             yield body
         if not message.get("more_body", False):
+            body_sent.set()
             return
         message = await receive()
+
+
+async def _client_left(receive: Receive, body_sent: asyncio.Event) -> None:
+    """Returns when the client disconnects; ``receive`` is the body relay's until it is sent."""
+    await body_sent.wait()
+    if (await receive())["type"] != "http.disconnect":
+        # Nothing else may follow a whole body (ASGI); do not spin on a server that differs.
+        await asyncio.Future()
+
+
+def _ambiguous(path: str) -> bool:
+    """Dot segments (``/v1/x/../chat/completions``, also percent-encoded) are resolved by
+    httpx before sending, and empty ones (``//``) merged by common front servers (nginx's
+    merge_slashes): the upstream would serve a route HydraGuard's routes did not match,
+    unlimited. No API client sends them."""
+    segments = path.split("/")[1:]
+    return "." in segments or ".." in segments or "" in segments[:-1]  # a trailing "/" is fine
 
 
 async def _relay_response(upstream: httpx.Response, path: str) -> AsyncGenerator[bytes, None]:
@@ -171,8 +243,11 @@ async def _relay_response(upstream: httpx.Response, path: str) -> AsyncGenerator
         async for chunk in upstream.aiter_raw():
             yield chunk
     except httpx.TransportError as exc:
-        # Headers are out: all that is left is to end the body and free the connection.
+        # Headers are out. Ending the body normally would pass a cut stream off as complete
+        # (a chunked response would get its last chunk); raising makes the server drop the
+        # connection, so the client sees a truncated response.
         logger.warning("upstream response for %s broke off mid-stream: %r", path, exc)
+        raise
 
 
 def create_proxy_app(upstream: str, **options: Any) -> Starlette:

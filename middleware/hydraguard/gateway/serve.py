@@ -17,6 +17,7 @@ from ..policy.loader import load_policy
 from ..storage.factory import storage_from_uri
 from ..urls import shown
 from .app import GatewayConfig, app_from_env, config_to_env
+from .proxy import upstream_base
 from .supervisor import Supervisor
 
 
@@ -53,8 +54,12 @@ def tcp_socket(host: str, port: int) -> socket.socket:
     keep-alive response waits ~40 ms for a delayed ACK (uvicorn issue #3149)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
@@ -79,7 +84,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         storage_from_uri(config.storage)  # a bad URL fails here, not in every worker forever
-    except StorageError as exc:
+        if config.upstream:
+            upstream_base(config.upstream)
+    except (StorageError, ValueError) as exc:
         print(f"hydraguard serve: {exc}", file=sys.stderr)
         return 2
     try:
@@ -87,6 +94,16 @@ def serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
+    sockets = []
+    if args.workers > 1:
+        try:
+            sockets.append(tcp_socket(args.host, args.port))
+        except OSError as exc:  # in use, not an address of this host: uvicorn says it so too
+            print(
+                f"hydraguard serve: cannot listen on {args.host}:{args.port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
     config_to_env(config)
     metrics_dir = None
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -112,7 +129,7 @@ def serve(args: argparse.Namespace) -> int:
                 proxy_headers=False,
             )
             with contextlib.suppress(KeyboardInterrupt):
-                Supervisor(server_config, sockets=[tcp_socket(args.host, args.port)]).run()
+                Supervisor(server_config, sockets=sockets).run()
         else:
             uvicorn.run(
                 app_from_env(),

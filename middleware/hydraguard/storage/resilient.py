@@ -110,13 +110,34 @@ class ResilientStorage:
                     if leases:
                         self.primary.settle([], leases, now)
             else:
-                if self.breaker.success():
-                    log.warning("hydraguard: storage %s is back", self.primary.uri)
-                    self.metrics.breaker_open.set(0)
-                    if self.owed:
-                        self._background(self._flush_owed(now))
+                self._succeeded(now)
                 return Outcome(verdict, self.primary, None)
         return self._fallback(checks, now, lease_id, lease_ttl)
+
+    async def probe(self, wait: float, now: float) -> bool:
+        """Ping shared storage; True when it answers within ``wait`` seconds.
+
+        An answer closes an open breaker, as a decision's probe would: a gateway that a
+        load balancer took out of rotation (``/healthz``) gets no decisions to probe with.
+        A failed ping does not count towards the breaker: only decisions open it.
+        """
+        if self.direct:
+            return True
+        try:
+            async with asyncio.timeout(wait):
+                alive = await self.primary.ping()
+        except (Exception, TimeoutError):  # refused, reset, timed out: all mean unreachable
+            return False
+        if alive and not self.available():
+            self._succeeded(now)
+        return alive
+
+    def _succeeded(self, now: float) -> None:
+        if self.breaker.success():
+            log.warning("hydraguard: storage %s is back", self.primary.uri)
+            self.metrics.breaker_open.set(0)
+            if self.owed:
+                self._background(self._flush_owed(now))
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self.metrics.storage_errors.labels(operation).inc()

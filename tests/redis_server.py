@@ -1,5 +1,5 @@
 """Throwaway redis-servers on spare loopback ports: one that tests can stop and restart,
-and a three-node Redis Cluster."""
+a three-node Redis Cluster and a Sentinel-watched Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from typing import Protocol, TypeVar
 
 import redis
 
@@ -195,3 +197,20 @@ class RedisSentinelServers:
         for server in (self.sentinel, self.replica, self.master):
             if server is not None:
                 server.stop()
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+Servers = TypeVar("Servers", bound=Startable)
+
+
+def running(servers: Servers) -> Iterator[Servers]:
+    """For fixtures: ``yield from running(RedisServer())`` starts it, and stops it after."""
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
