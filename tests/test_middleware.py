@@ -501,3 +501,23 @@ async def test_tier_output_allowance_is_reserved_without_max_tokens(
     assert response.headers["x-ratelimit-remaining-tokens"] == str(1000 - 114)
     # After the response, the reservation is replaced by the upstream's usage (11 + 7).
     assert (await g.usage("alw"))["tier.default.tokens.1000/minute"] == 18
+
+
+async def test_a_reload_to_fixed_windows_reads_the_kept_counters_as_fixed(
+    guarded: Any, kit: Any
+) -> None:
+    """strategy follows a reloaded policy in storage too (the storage kept its start-up one)."""
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    clock = kit.Clock(1_800_000_000.0)  # a window boundary
+    g = await guarded(kit.build_upstream(kit.Upstream()), kit.base_policy("2/minute"), clock=clock)
+
+    async def statuses(n: int) -> list[int]:
+        return [
+            (await g.client.post(CHAT, json=body, headers={"x-account-id": "w"})).status_code
+            for _ in range(n)
+        ]
+
+    assert await statuses(2) == [200, 200]
+    clock.now += 90  # half-way through the next window: sliding still counts one of the two
+    g.guard.reload(kit.compile_yaml(kit.base_policy("2/minute", strategy="fixed-window")))
+    assert await statuses(3) == [200, 200, 429]

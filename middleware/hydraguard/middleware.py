@@ -102,6 +102,10 @@ class HydraGuard:
             self.metrics.policy_reloads.labels("error").inc()
             log.error("hydraguard: policy reload failed, keeping %s:\n%s", self.policy.source, exc)
             raise
+        # Counters in storage are kept; how they are read and what happens when storage
+        # fails follow the new policy (they were fixed at start-up: a reload that changed
+        # on_error was silently ignored).
+        self.storage.reconfigure(compiled.storage, compiled.sliding)
         self.guard = self._guard_for(compiled, self.guard)
         self.metrics.policy_reloads.labels("ok").inc()
 

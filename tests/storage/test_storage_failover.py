@@ -162,6 +162,21 @@ async def test_down_redis_open_admits_closed_refuses(
     )
 
 
+async def test_a_reload_changes_the_failure_mode_in_force(
+    guards: list[HydraGuard], server: RedisServer
+) -> None:
+    """storage.on_error and the breaker follow a reloaded policy (they were fixed at start)."""
+    guard = HydraGuard(UPSTREAM, policy=policy("open"), storage=server.url)
+    guards.append(guard)
+    async with client_for(guard) as client:
+        assert (await post(client)).status_code == 200
+        server.stop()
+        assert [(await post(client)).status_code for _ in range(3)] == [200] * 3
+        guard.reload(policy("closed"))
+        assert guard.storage.settings.on_error == "closed"
+        assert [(await post(client)).status_code for _ in range(3)] == [503] * 3
+
+
 async def test_local_mode_scales_limits_and_pushes_usage_back(
     guards: list[HydraGuard], server: RedisServer
 ) -> None:

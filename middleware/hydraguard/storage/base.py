@@ -67,6 +67,7 @@ class Storage(ABC):
 
     uri: str
     shared: bool  # True when several processes see the same counts
+    sliding: bool  # sliding-window counters; False: fixed windows (read at every call)
     # Called once per batch of background settlements that failed (ResilientStorage counts
     # them in hydraguard_storage_errors_total{operation="settle"}).
     on_settle_error: Callable[[], None] | None = None

@@ -73,12 +73,22 @@ class ResilientStorage:
         self.metrics = metrics
         primary.on_settle_error = metrics.storage_errors.labels("settle").inc
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset)
-        self.local = MemoryStorage("memory://local", sliding=getattr(primary, "sliding", True))
+        self.local = MemoryStorage("memory://local", sliding=primary.sliding)
         self.direct = not primary.shared  # memory storage cannot fail: no timeout or breaker
         # Usage admitted on local counters during an outage, pushed to shared storage on
         # recovery so the shared windows still see it: (key, window, window id) -> amount.
         self.owed: dict[tuple[str, int, int], float] = {}
         self._tasks = Background()
+
+    def reconfigure(self, settings: StorageSettings, sliding: bool) -> None:
+        """A reloaded policy's ``storage`` section and window strategy, in force from the next
+        call: failure mode, timeout, breaker thresholds (its state kept), replica count. The
+        connection stays as opened: a changed ``storage.timeout`` still bounds every decision,
+        but the socket timeouts of background work keep their first value until a restart."""
+        self.settings = settings
+        self.breaker.threshold = settings.breaker_failures
+        self.breaker.reset_after = settings.breaker_reset
+        self.primary.sliding = self.local.sliding = sliding
 
     def available(self) -> bool:
         """Shared storage is worth calling: its breaker is closed (background work checks)."""
