@@ -70,6 +70,11 @@ def test_openai_ignores_fields_of_the_wrong_type(
         ({"logprobs": "yes"}, (None, 1, False, True, None)),
         ({"logprobs": 5}, (None, 1, False, True, 5)),  # legacy completions: top 5
         ({"logprobs": 0}, (None, 1, False, False, None)),
+        # Legacy completions: 0 still returns the sampled (with echo, the prompt's) logprobs.
+        ({"prompt": "x", "logprobs": 0, "echo": True}, (None, 1, False, True, None)),
+        ({"prompt_logprobs": 3}, (None, 1, False, True, 3)),  # vLLM
+        ({"prompt_logprobs": 0}, (None, 1, False, True, None)),
+        ({"prompt_logprobs": None}, (None, 1, False, False, None)),
         ({"top_logprobs": 20}, (None, 1, False, True, 20)),  # top_logprobs alone asks too
     ],
 )

@@ -33,7 +33,8 @@ class OpenAIChat(Dialect):
                     texts.append(text_of(message.get("content"), nested))
                     if "tool_calls" in message or "function_call" in message:
                         nested += _call_arguments(message)
-        elif "prompt" in body:  # legacy completions: the same API family, a prompt instead
+        completions = "prompt" in body and not isinstance(messages, list)
+        if completions:  # legacy completions: the same API family, a prompt instead
             tokens = _prompt(body.get("prompt"), texts)
             suffix = body.get("suffix")
             if isinstance(suffix, str):
@@ -44,12 +45,19 @@ class OpenAIChat(Dialect):
         top = param_int(body.get("top_logprobs"))
         logprobs = body.get("logprobs")
         if logprobs is not None and logprobs is not True and logprobs is not False:
-            # Completions take the number of top tokens ("logprobs": 5); a lax upstream
-            # reads 1 and "true" as true.
+            # Completions take the number of top tokens ("logprobs": 5), and even 0 returns
+            # the sampled tokens' logprobs (with "echo", the prompt's); in chat a lax
+            # upstream reads 1 and "true" as true, 0 as false.
             wanted = param_int(logprobs)
             if wanted:
                 top = max(top or 0, wanted)
-            logprobs = param_flag(logprobs) or bool(wanted)
+            logprobs = param_flag(logprobs) or bool(wanted) or (completions and wanted == 0)
+        if "prompt_logprobs" in body:  # vLLM: the logprobs of the prompt's own tokens
+            wanted = param_int(body["prompt_logprobs"])
+            if wanted is not None:
+                logprobs = True
+                if wanted:
+                    top = max(top or 0, wanted)
         model = body.get("model")
         # Positional, in field order: keyword arguments cost twice as much (per request).
         return RequestFacts(
