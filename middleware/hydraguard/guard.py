@@ -26,14 +26,14 @@ from .assess.risk import RiskEngine
 from .assess.sharing import RiskSharing
 from .cluster.linker import Linker
 from .identify import Identifier, Identity, decode_headers
-from .inspect.body import BodyTooLarge, ClientGone, read_body, replay_receive
+from .inspect.body import READING_METHODS, BodyTooLarge, ClientGone, read_body, replay_receive
 from .inspect.dialect import Dialect
 from .inspect.dialects import DIALECTS
-from .inspect.facts import RequestFacts
+from .inspect.facts import RequestFacts, capped_max_tokens
 from .inspect.rewrite import rewrite_request
 from .metrics import Metrics
 from .observe.encodings import readable_accept_encoding
-from .observe.usage import UsageReader
+from .observe.usage import UsageReader, usage_reported_later
 from .policy.compiled import CompiledPolicy, CompiledRoute
 from .record.audit import AuditLog, audit_record
 from .record.headers import audit_headers, audit_state_keys
@@ -41,6 +41,10 @@ from .respond import send_error, send_refusal
 from .storage.resilient import ResilientStorage
 
 log = logging.getLogger("hydraguard")
+
+
+# The metrics' reason for each error code of a refused body (bounded label values).
+_INVALID_REASONS = {"request_too_large": "body_too_large", "invalid_json": "malformed_json"}
 
 
 @dataclass(slots=True)
@@ -122,32 +126,25 @@ class Guard:
         body = b""
         if dialect.reads_body:
             try:
-                body = await read_body(
-                    receive, policy.body_max_bytes, headers.get("content-length")
-                )
+                body = await read_body(receive, route.max_bytes, headers.get("content-length"))
             except ClientGone:
                 return
             except BodyTooLarge:
-                self.metrics.decision(policy.name, route.name, "invalid", "body_too_large")
-                await send_error(
-                    send,
-                    dialect,
-                    413,
-                    f"Request body exceeds {policy.body_max_bytes} bytes.",
-                    "request_too_large",
-                )
+                message = f"Request body exceeds {route.max_bytes} bytes."
+                await self._invalid(route, dialect, send, 413, message, "request_too_large")
                 return
             try:
                 parsed = orjson.loads(body)
                 if not isinstance(parsed, dict):
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:
-                self.metrics.decision(policy.name, route.name, "invalid", "malformed_json")
-                await send_error(
-                    send, dialect, 400, f"Request body is not a JSON object: {exc}", "invalid_json"
-                )
-                return
-            facts = dialect.parse(parsed)
+                if body or scope["method"] not in READING_METHODS:
+                    message = f"Request body is not a JSON object: {exc}"
+                    await self._invalid(route, dialect, send, 400, message, "invalid_json")
+                    return
+                receive = replay_receive(body, receive)  # counted in requests, like generic
+            else:
+                facts = dialect.parse(parsed)
         now = self.clock()
         # The request's place in the audit log is taken as it arrives (the log is in arrival
         # order); a request that ends without writing its line gives the place up.
@@ -274,9 +271,7 @@ class Guard:
                 log.warning("hydraguard: could not store a block: %r", exc)
         if effects.cap is not None and facts is not None:
             ceiling = self.policy.tiers[identity.tier].max_output_tokens
-            facts.max_tokens = min(
-                facts.max_tokens if facts.max_tokens is not None else ceiling, effects.cap
-            )
+            facts.max_tokens = capped_max_tokens(facts, effects.cap, ceiling)
 
     async def _hold_or_refund(self, decision: Decision) -> bool:
         """Hold a delayed request; when it is refused after all, or the client goes away while
@@ -352,6 +347,20 @@ class Guard:
             for detector in decision.detectors:
                 self.metrics.anomaly_detectors.labels(detector).inc()
 
+    async def _invalid(
+        self,
+        route: CompiledRoute,
+        dialect: Dialect,
+        send: Send,
+        status: int,
+        message: str,
+        code: str,
+    ) -> None:
+        """A body refused before deciding (413, 400): charged nothing, counted as invalid."""
+        reason = _INVALID_REASONS[code]
+        self.metrics.decision(self.policy.name, route.name, "invalid", reason)
+        await send_error(send, dialect, status, message, code)
+
     async def _refuse(
         self,
         route: CompiledRoute,
@@ -405,7 +414,7 @@ class Guard:
         finally:
             # Runs on completion, error and cancellation alike: settle and release the slot.
             self.in_flight.dec()
-            usage = self._settle(route, decision, facts, reader, status)
+            usage = self._settle(route, dialect, decision, facts, reader, status)
             if note is not None:
                 self._audit(note, decision.identity, status, usage)
 
@@ -428,6 +437,7 @@ class Guard:
     def _settle(
         self,
         route: CompiledRoute,
+        dialect: Dialect,
         decision: Decision,
         facts: RequestFacts | None,
         reader: UsageReader,
@@ -438,6 +448,11 @@ class Guard:
         if facts is None:
             input_tokens = output_tokens = 0
             source = "none"
+        elif dialect.usage_later:
+            input_tokens, output_tokens = usage_reported_later(
+                status, decision.input_estimate, decision.output_reserved
+            )
+            source = "estimate"
         elif tally.input_tokens is not None and tally.output_tokens is not None:
             input_tokens, output_tokens, source = tally.input_tokens, tally.output_tokens, "usage"
         else:

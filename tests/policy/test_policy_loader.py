@@ -120,6 +120,15 @@ def test_valid_fixture_compiles_every_limit_of_a_multi_limit_string() -> None:
             id="duplicate-route",
         ),
         pytest.param(
+            "route_max_bytes_generic.yaml",
+            [
+                "5: routes[0].max_bytes: Input should be greater than or equal to 1024",
+                "7: routes[1].max_bytes: a generic route never reads its body: "
+                "max_bytes has no effect",
+            ],
+            id="route-max-bytes",
+        ),
+        pytest.param(
             "tier_default_missing.yaml",
             [
                 "5: identity.tier.default: identity.tier.default is 'free', "
@@ -207,3 +216,13 @@ def test_legacy_completions_and_responses_are_routed_by_default() -> None:
     routes = load_policy(None).routes
     assert routes.match("/v1/completions").dialect == "openai-chat"
     assert routes.match("/v1/responses").dialect == "openai-responses"
+
+
+def test_a_route_reads_up_to_its_max_bytes_else_body_max_bytes() -> None:
+    routes = load_policy(None).routes
+    assert routes.match("/v1/messages/batches").dialect == "anthropic-batches"
+    assert routes.match("/v1/messages/batches").max_bytes == 32 * 1024 * 1024
+    assert routes.match("/v1/messages").max_bytes == 1_048_576  # body.max_bytes
+    # OpenAI batches name a file uploaded earlier: counted in requests only.
+    assert routes.match("/v1/batches").dialect == "generic"
+    assert routes.match("/v1/files").dialect == "generic"

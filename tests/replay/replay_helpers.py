@@ -25,6 +25,9 @@ routes:
     dialect: openai-chat
   - path: /v1/messages
     dialect: anthropic-messages
+  - path: /v1/messages/batches
+    dialect: anthropic-batches
+    max_bytes: 4000000
   - path: /v1/embeddings
     dialect: generic
 tiers:

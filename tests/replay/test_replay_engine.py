@@ -84,7 +84,7 @@ async def test_truncated_body_larger_than_the_policy_allows_is_refused_like_live
     engine = Engine(small_policy(tmp_path))
     body = {"model": "m", "_hydraguard_truncated": {"bytes": 5_000_000, "dropped": ["messages"]}}
     [outcome] = await decide_all(engine, [record("a", T0, body=body)])
-    assert not outcome.admitted and "exceeds body.max_bytes" in (outcome.error or "")
+    assert not outcome.admitted and "exceeds the route's max_bytes" in (outcome.error or "")
 
 
 async def test_malformed_entries_become_error_lines(tmp_path: Path) -> None:

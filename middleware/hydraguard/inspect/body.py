@@ -7,6 +7,12 @@ from typing import Any
 
 from starlette.types import Message, Receive
 
+# Methods that read rather than create (RFC 9110 safe methods): on a model route they list
+# (GET /v1/messages/batches lists batches, GET /v1/chat/completions stored completions) or
+# are a CORS preflight. Sent without a body, such a request has nothing to read: it is
+# counted in requests only, as on a generic route, instead of refused as malformed JSON.
+READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 class BodyTooLarge(Exception):
     pass

@@ -6,7 +6,7 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-from .facts import RequestFacts
+from .facts import RequestFacts, param_int
 
 _ABSENT = object()
 
@@ -18,9 +18,27 @@ class Dialect:
     cap_keys: tuple[str, ...] = ("max_tokens",)
     asks_stream_usage = False  # whether a streamed request must be told to report usage
     openai_headers = False  # whether responses carry OpenAI's x-ratelimit-* fields too
+    # Whether the upstream bills the request after the response (batches): the response
+    # carries no usage, so a success keeps its reservation (observe/usage.py).
+    usage_later = False
 
     def parse(self, body: dict[str, Any]) -> RequestFacts:
         return RequestFacts(body=body)
+
+    def cap(self, data: dict[str, Any], cap: int) -> bool:
+        """Ask the body ``data`` for at most ``cap`` output tokens; True when it changed.
+
+        Rewrites the ``cap_keys`` present, else sets the last one: an absent limit means the
+        upstream's default, which may be far above the cap. A limit already under the cap
+        stays as written ("300" too, read as ``parse`` reads it): raising it to the cap would
+        let the request produce more than the reservation (``capped_max_tokens``)."""
+        changed = False
+        for key in [k for k in self.cap_keys if k in data] or [self.cap_keys[-1]]:
+            asked = param_int(data.get(key))
+            if asked is None or asked > cap:
+                data[key] = cap
+                changed = True
+        return changed
 
     def strip(self, data: dict[str, Any], name: str) -> bool:
         """Remove request parameter ``name`` from the body ``data``; True when it was there."""

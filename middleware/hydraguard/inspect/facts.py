@@ -29,6 +29,18 @@ class RequestFacts:
     # in the prompt it hid the template repetition of agent traffic) and token-id prompts.
     extra_chars: int = 0
     prompt_tokens: int = 0
+    # A batch: each entry's max_tokens (0 for an entry without one), which ``max_tokens``
+    # sums; a cap applies to each. Empty for a single request.
+    entry_max_tokens: tuple[int, ...] = ()
+
+
+def capped_max_tokens(facts: RequestFacts, cap: int, ceiling: int) -> int:
+    """The output a request asks for once a ``cap_max_tokens`` action rewrote it (see
+    ``Dialect.cap``): a request that did not say gets the cap, its ``ceiling`` when lower;
+    a batch, the sum of its entries each capped."""
+    if facts.entry_max_tokens:
+        return sum(min(asked, cap) for asked in facts.entry_max_tokens)
+    return min(facts.max_tokens if facts.max_tokens is not None else ceiling, cap)
 
 
 def estimate_input_tokens(facts: RequestFacts, chars_per_token: float, per_message: int) -> int:

@@ -35,13 +35,8 @@ def rewrite_request(
                 "include_usage": True,
             }
             changed = True
-    if cap is not None:
-        keys = [k for k in dialect.cap_keys if k in data] or [dialect.cap_keys[-1]]
-        for key in keys:
-            value = data.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value > cap:
-                data[key] = cap
-                changed = True
+    if cap is not None and dialect.cap(data, cap):
+        changed = True
     for name in strip:
         if dialect.strip(data, name):
             changed = True

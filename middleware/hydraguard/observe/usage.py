@@ -186,3 +186,14 @@ class UsageReader:
         if status >= 400 or status == 0:
             return 0
         return math.ceil(self.body_bytes / chars_per_token)
+
+
+def usage_reported_later(status: int, input_estimate: int, output_reserved: int) -> tuple[int, int]:
+    """(input, output) charged for a request whose dialect bills later (``usage_later``:
+    batches), whose response carries no usage. Created (2xx): its whole reservation, the
+    input estimate and the output reserved, since the upstream runs every entry later and
+    hydraguard never sees that bill. Anything else (an error, a redirect, no response):
+    the batch was not created, so only its input estimate is charged, as for any request
+    that failed without streaming (``UsageReader.output_estimate``). Shared by the live
+    path and ``replay``."""
+    return input_estimate, output_reserved if 200 <= status < 300 else 0

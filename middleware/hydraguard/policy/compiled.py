@@ -55,6 +55,7 @@ class CompiledTier:
 class CompiledRoute:
     dialect: str
     name: str  # the path or prefix as written: a bounded metrics label
+    max_bytes: int = schema.Body().max_bytes  # the largest body read: route's, else body.max_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +186,13 @@ def compile_policy(policy: schema.Policy, source: str = "<policy>") -> CompiledP
     exact: dict[str, CompiledRoute] = {}
     prefixes: list[tuple[str, CompiledRoute]] = []
     for route in policy.routes:
+        max_bytes = route.max_bytes or policy.body.max_bytes
         if route.path is not None:
-            exact.setdefault(route.path, CompiledRoute(route.dialect, route.path))
+            exact.setdefault(route.path, CompiledRoute(route.dialect, route.path, max_bytes))
         else:
             assert route.prefix is not None
-            prefixes.append((route.prefix, CompiledRoute(route.dialect, route.prefix + "*")))
+            compiled = CompiledRoute(route.dialect, route.prefix + "*", max_bytes)
+            prefixes.append((route.prefix, compiled))
     prefixes.sort(key=lambda pair: len(pair[0]), reverse=True)
     admin_token = policy.admin.token or (
         os.environ.get(policy.admin.token_env) if policy.admin.token_env else None

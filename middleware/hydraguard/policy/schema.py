@@ -11,7 +11,15 @@ import ipaddress
 from typing import Annotated, Literal
 
 from limits import parse_many
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..assess.config import AnomalyConfig
 from ..cluster.config import ClusteringConfig
@@ -19,7 +27,9 @@ from ..identify import refuse_credentials
 from ..record.audit import AuditConfig
 
 Mode = Literal["enforce", "shadow"]
-Dialect = Literal["openai-chat", "openai-responses", "anthropic-messages", "generic"]
+Dialect = Literal[
+    "openai-chat", "openai-responses", "anthropic-messages", "anthropic-batches", "generic"
+]
 
 
 class Strict(BaseModel):
@@ -149,6 +159,15 @@ class Route(Strict):
     path: str | None = None
     prefix: str | None = None
     dialect: Dialect = "generic"
+    # The largest body this route reads (batches carry thousands of requests); else body.max_bytes.
+    max_bytes: Annotated[int, Field(ge=1024)] | None = None
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _read_bodies_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("dialect") == "generic":
+            raise ValueError("a generic route never reads its body: max_bytes has no effect")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Route:

@@ -2,8 +2,9 @@
 with memory storage and the log's timestamps as the clock.
 
 For an admitted request the logged status and usage stand for the upstream's answer,
-its output cut to any ``max_tokens`` cap the decision applied; a refused one is
-charged nothing and serves nothing. Requests complete at their arrival second: the
+its output cut to any ``max_tokens`` cap the decision applied, except on routes billed later
+(batches), settled from the logged status by the live path's rule (``usage_reported_later``);
+a refused one is charged nothing and serves nothing. Requests complete at their arrival second: the
 log has no latencies, so concurrency limits never bind in a replay.
 """
 
@@ -16,8 +17,10 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
 from ..identify import Identity
+from ..inspect.body import READING_METHODS
 from ..inspect.dialects import DIALECTS
 from ..middleware import HydraGuard
+from ..observe.usage import usage_reported_later
 from ..policy.compiled import CompiledPolicy
 from ..record.audit import TRUNCATED
 from .reader import Entry
@@ -99,6 +102,17 @@ def malformed(error: str | None) -> Result:
     return (None, None, False, 0, _NONE, None, 0.0, error, 0.0, 0, False, True, _NONE)
 
 
+def _body_problem(body: object, max_bytes: int) -> str | None:
+    """Why the live path would have refused this body before deciding (400/413)."""
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    marker = body.get(TRUNCATED)
+    if isinstance(marker, dict) and isinstance(marker.get("bytes"), int):
+        if marker["bytes"] > max_bytes:
+            return f"body of {marker['bytes']} bytes exceeds the route's max_bytes ({max_bytes})"
+    return None
+
+
 class Engine:
     """One policy's replay state: a HydraGuard on memory storage, driven by the log's clock."""
 
@@ -156,11 +170,12 @@ class Engine:
             )  # fmt: skip
         dialect = DIALECTS[route.dialect]
         facts = None
-        if dialect.reads_body:
-            body = get("body")
+        if dialect.reads_body and (
+            (body := get("body")) is not None or get("method") not in READING_METHODS
+        ):
             # Only a non-dict or a truncation marker can be refused before deciding.
             if body.__class__ is not dict or TRUNCATED in body:
-                problem = self._body_problem(body)
+                problem = _body_problem(body, route.max_bytes)
                 if problem is not None:
                     return (
                         account, None, False, 0, _NONE, None, 0.0, problem,
@@ -178,11 +193,17 @@ class Engine:
         decision = await guard.decide(identity, facts, now)
         served = 0
         if decision.admitted:
-            served = logged_output
-            if decision.output_cap is not None:
-                served = min(served, decision.output_cap * (facts.n if facts is not None else 1))
-            used_input = logged_input if logged_input is not None else decision.input_estimate
-            guard.complete(decision, facts, used_input, served, get("status") or 200, now)
+            status = get("status") or 200
+            if dialect.usage_later:  # the logged usage is what the live path charged
+                used_input, served = usage_reported_later(
+                    status, decision.input_estimate, decision.output_reserved
+                )
+            else:
+                served = logged_output
+                if decision.output_cap is not None:
+                    served = min(served, decision.output_cap * (facts.n if facts else 1))
+                used_input = logged_input if logged_input is not None else decision.input_estimate
+            guard.complete(decision, facts, used_input, served, status, now)
         risk = decision.risk
         if risk:  # round(0.0, 4) is 0.0: skip the call for the usual zero
             risk = round(risk, 4)
@@ -191,16 +212,6 @@ class Engine:
             decision.rule, risk, None, ts, logged_output, decision.shadow_denied, True,
             tuple(getattr(decision, "shadow_actions", ())),
         )  # fmt: skip
-
-    def _body_problem(self, body: object) -> str | None:
-        """Why the live path would have refused this body before deciding (400/413)."""
-        if not isinstance(body, dict):
-            return "body is not a JSON object"
-        marker = body.get(TRUNCATED)
-        if isinstance(marker, dict) and isinstance(marker.get("bytes"), int):
-            if marker["bytes"] > self.policy.body_max_bytes:
-                return f"body of {marker['bytes']} bytes exceeds body.max_bytes"
-        return None
 
     async def aclose(self) -> None:
         await self.hydra.drain()
