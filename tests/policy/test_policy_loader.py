@@ -221,7 +221,7 @@ def test_legacy_completions_and_responses_are_routed_by_default() -> None:
 def test_a_route_reads_up_to_its_max_bytes_else_body_max_bytes() -> None:
     routes = load_policy(None).routes
     assert routes.match("/v1/messages/batches").dialect == "anthropic-batches"
-    assert routes.match("/v1/messages/batches").max_bytes == 32 * 1024 * 1024
+    assert routes.match("/v1/messages/batches").max_bytes == 8 * 1024 * 1024
     assert routes.match("/v1/messages").max_bytes == 1_048_576  # body.max_bytes
     # OpenAI batches name a file uploaded earlier: counted in requests only.
     assert routes.match("/v1/batches").dialect == "generic"

@@ -203,7 +203,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         name="strip-probing",
         when=When(risk_gte=0.58),
         action="strip",
-        params=("logprobs", "top_logprobs", "logit_bias"),
+        params=("logprobs", "top_logprobs", "prompt_logprobs", "logit_bias"),
     ),
     Rule(name="cap-output", when=When(risk_gte=0.58), action="cap_max_tokens", max_tokens=1024),
     Rule(name="throttle-risky", when=When(risk_gte=0.58), action="throttle", factor=0.25),
