@@ -11,6 +11,7 @@ import pytest
 from assess_traffic import START, chat_user, detector, hydra, prober
 
 from hydraguard.assess.detectors import ramp
+from hydraguard.assess.detectors.base import Ring
 
 NAMES = [
     "template_repetition",
@@ -103,3 +104,18 @@ def test_template_repetition_index_matches_its_window() -> None:
             for key in det._keys(fp):
                 expected[key] = expected.get(key, 0) + 1
         assert {k: v >> 16 for k, v in state.index.items()} == expected, i
+
+
+@pytest.mark.parametrize("capacity", [1, 4, 7])
+def test_a_new_ring_behaves_as_one_built_from_no_values(capacity: int) -> None:
+    # Ring(capacity) skips the copying a restored ring needs; it must not differ from one.
+    fresh, built = Ring(capacity), Ring(capacity, [], pos=3)
+    for value in [0.5, 2.0, 0.0, 7.25, 1.0, 3.5, 0.125, 9.0, 4.0][: 2 * capacity + 1]:
+        assert (len(fresh), fresh.mean(), fresh.to_dict()) == (
+            len(built),
+            built.mean(),
+            built.to_dict(),
+        )
+        fresh.push(value)
+        built.push(value)
+    assert fresh.total == built.total and fresh.to_dict() == built.to_dict()

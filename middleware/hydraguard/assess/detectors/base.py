@@ -49,8 +49,14 @@ class Ring:
 
     def __init__(self, capacity: int, values: list[float] | None = None, pos: int = 0) -> None:
         self.capacity = capacity
+        if values is None:
+            # A new subject's rings (four per subject): nothing to copy, wrap or sum.
+            self.values = array("d")
+            self.pos = 0
+            self.total = 0.0
+            return
         # array, not list: numbers only, so the garbage collector never has to scan it
-        self.values = array("d", list(values or ())[:capacity])
+        self.values = array("d", list(values)[:capacity])
         self.pos = pos % capacity if self.values else 0
         self.total = float(sum(self.values))
 
