@@ -309,6 +309,50 @@ async def test_client_leaving_before_the_upstream_answers_cancels_the_upstream_r
     await asyncio.wait_for(left.wait(), GUARD)
 
 
+class _Tracked(httpx.AsyncByteStream):
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"late"
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_an_answer_arriving_as_the_request_is_cancelled_is_closed() -> None:
+    """The race where the upstream's headers arrive just as the request is cancelled: the
+    answer must be closed, or its pooled connection stays checked out."""
+    body = _Tracked()
+    task: asyncio.Task[None] | None = None
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        assert task is not None
+        task.cancel()  # the cancellation lands while the answer is on its way
+        return httpx.Response(200, stream=body)
+
+    proxy = UpstreamProxy("http://upstream.test", transport=httpx.MockTransport(answer))
+    waiting = asyncio.Event()
+
+    async def receive() -> Message:
+        if not waiting.is_set():
+            waiting.set()
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        raise AssertionError(f"nothing may be sent: {message['type']}")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "raw_path": b"/v1/chat/completions", "query_string": b"", "headers": []}  # fmt: skip
+    task = asyncio.create_task(proxy(scope, receive, send))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert body.closed
+    await proxy.aclose()
+
+
 async def test_slow_upstream_is_504(serve: Serve) -> None:
     release = asyncio.Event()
 

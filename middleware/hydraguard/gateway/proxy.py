@@ -178,12 +178,17 @@ class UpstreamProxy:
         """
         sending = asyncio.ensure_future(self.client.send(request, stream=True))
         leaving = asyncio.ensure_future(_client_left(receive, body_sent))
+        waited = False
         try:
             await asyncio.wait({sending, leaving}, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # also when this request is cancelled: neither task may outlive it
+            waited = True
+        finally:  # also when this request is cancelled: neither task may outlive it...
             leaving.cancel()
             sending.cancel()  # a no-op once it is done
             await asyncio.wait({sending})
+            if not waited and not sending.cancelled() and sending.exception() is None:
+                # ...nor an answer that arrived meanwhile hold its pooled connection.
+                await sending.result().aclose()
         if sending.cancelled():
             leaving.result()  # it ended first: re-raise a failing receive, if that was it
             return None
