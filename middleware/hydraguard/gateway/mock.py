@@ -190,7 +190,8 @@ class _MockModel:
         pending = {**response, "status": "in_progress", "incomplete_details": None, "usage": None}
         yield event("response.created", response={**pending, "output": []})
         yield event("response.in_progress", response={**pending, "output": []})
-        yield event("response.output_item.added", output_index=0, item={**item, "content": []})
+        added = {**item, "status": "in_progress", "content": []}
+        yield event("response.output_item.added", output_index=0, item=added)
         empty = {"type": "output_text", "text": "", "annotations": []}
         yield event("response.content_part.added", **where, part=empty)
         for piece in reply.pieces():
