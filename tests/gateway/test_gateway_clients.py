@@ -48,6 +48,8 @@ routes:
     dialect: openai-chat
   - path: /v1/messages
     dialect: anthropic-messages
+  - path: /v1/responses
+    dialect: openai-responses
 tiers:
   default:
     requests: "2 per 2 seconds"
@@ -172,6 +174,38 @@ async def test_openai_sdk_calls_then_rate_limit_error(gateway: Gateway) -> None:
     assert REQUEST_RULE in str(caught.value)
     assert int(caught.value.response.headers["retry-after"]) >= 1
     assert [e.status for e in gateway.recorder.of("k-openai-limited")] == [200, 200, 429]
+
+
+async def test_openai_sdk_responses_api_json_and_stream(gateway: Gateway) -> None:
+    """The official SDK parses the mock's Responses API, both ways, and the tokens charged
+    are the usage it reports."""
+    expected = generate(PROMPT, 12)
+    key = "k-openai-responses"
+    async with openai.AsyncOpenAI(
+        base_url=f"{gateway.base}/v1", api_key=key, max_retries=0
+    ) as client:
+        response = await client.responses.create(
+            model="hydraguard-mock", input=PROMPT, max_output_tokens=12
+        )
+        assert response.output_text == expected.text
+        assert response.usage is not None and response.usage.output_tokens == 12
+        texts, final = [], None
+        async with await client.responses.create(
+            model="hydraguard-mock", input=PROMPT, max_output_tokens=12, stream=True
+        ) as stream:
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    texts.append(event.delta)
+                elif event.type in ("response.completed", "response.incomplete"):
+                    final = event.response
+        assert "".join(texts) == expected.text
+        assert final is not None and final.usage is not None
+    used = 2 * (count_tokens(PROMPT) + 12)
+    settled = gateway.registry.get_sample_value(
+        "hydraguard_tokens_settled_total",
+        {"policy": "sdk-test", "route": "/v1/responses", "source": "usage"},
+    )
+    assert settled == used
 
 
 async def test_openai_sdk_retry_waits_for_retry_after(gateway: Gateway) -> None:
