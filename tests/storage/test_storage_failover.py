@@ -181,11 +181,15 @@ async def test_local_mode_scales_limits_and_pushes_usage_back(
     guards: list[HydraGuard], server: RedisServer
 ) -> None:
     registry = CollectorRegistry()
+    # The decisions' clock stands still inside one minute: with the wall clock a run that
+    # crossed a minute's end weighed the earlier requests by the sliding window (5.98, not 6).
+    now = (time.time() // 60 + 1) * 60 + 1
     guard = HydraGuard(
         UPSTREAM,
         policy=policy("local", requests="20/minute", replicas=4),
         storage=server.url,
         registry=registry,
+        clock=lambda: now,
     )
     guards.append(guard)
     async with client_for(guard) as client:
@@ -199,7 +203,7 @@ async def test_local_mode_scales_limits_and_pushes_usage_back(
         assert first_back.status_code == 200
         await asyncio.sleep(0.2)  # the local counters are pushed to Redis in the background
         plan = guard.guard.gate.planner.plan("a1", "default", 0)
-        usage = await guard.storage.primary.usage(plan.checks, time.time())
+        usage = await guard.storage.primary.usage(plan.checks, now)
     # 5 admitted locally + 1 on Redis: nothing admitted during the outage was lost.
     requests_index = next(
         i for i, limit in enumerate(plan.limits) if limit.rule.endswith("20/minute")
