@@ -280,15 +280,15 @@ class AdminAPI:
             )
         now = guard.clock()
         cleared = False
-        kept: list[str] = list(info.members)
-        if guard.risk is not None:
-            risk = guard.risk
+        kept: list[str] = []
+        freed: list[str] = []
+        if guard.risk is not None:  # without anomaly rules there is no cluster block to lift
             cleared = await self._pardon(guard, "cluster", info.cluster_id, now)
-            kept = [m for m in info.members if risk.blocked_until("account", m, now)]
+            for member in info.members:
+                blocked = guard.risk.blocked_until("account", member, now)
+                (kept if blocked else freed).append(member)
         storage = guard.storage.primary
         lifted: list[str] = []
-        still = set(kept)
-        freed = [m for m in info.members if m not in still]
         for start in range(0, len(freed), _BATCH):  # a hydra cluster may have 20,000 members
             batch = freed[start : start + _BATCH]
             was = await asyncio.gather(
@@ -300,7 +300,7 @@ class AdminAPI:
                 "cluster": info.cluster_id,
                 "risk_cleared": cleared,
                 "accounts_unblocked": lifted,
-                "still_blocked": kept if guard.risk is not None else [],
+                "still_blocked": kept,
             }
         )
 

@@ -32,10 +32,9 @@ from hydraguard.gateway.mock_reply import (
     positive_int,
     prompt_text,
 )
-from hydraguard.inspect.openai_responses import OpenAIResponses
+from hydraguard.inspect.dialects import DIALECTS
 
 _SSE_HEADERS = {"cache-control": "no-cache"}
-_RESPONSES = OpenAIResponses()
 
 
 def _sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
@@ -143,7 +142,7 @@ class _MockModel:
             body = await _json_object(request)
             if not isinstance(body.get("input"), str | list):
                 raise BadRequest("input: a string or an array of input items is required", "input")
-            prompt = _RESPONSES.parse(body).prompt  # the middleware's own reading of the input
+            prompt = DIALECTS["openai-responses"].parse(body).prompt  # the middleware's reading
             limit = positive_int(body, "max_output_tokens")
             stream = flag(body, "stream")
         except BadRequest as exc:

@@ -14,7 +14,7 @@ _ABSENT = object()
 class Dialect:
     name = "generic"
     reads_body = False  # generic routes count requests only and never buffer the body
-    # The request fields that bound the output; a cap rewrites those present, else the first.
+    # The request fields that bound the output; a cap rewrites those present, else the last.
     cap_keys: tuple[str, ...] = ("max_tokens",)
     asks_stream_usage = False  # whether a streamed request must be told to report usage
     openai_headers = False  # whether responses carry OpenAI's x-ratelimit-* fields too
