@@ -35,8 +35,13 @@ _INVISIBLE = re.compile(
 # Combining marks that decorate any letter (the combining diacritical blocks): accents
 # and decoration, which a reader reads through.
 _MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
-# A word with a Latin letter next to a non-ASCII letter: where homoglyphs hide.
-_MIXED = re.compile(r"\w*(?:[A-Za-z][^\W\x00-\x7f]|[^\W\x00-\x7f][A-Za-z])\w*")
+# A Latin letter next to a non-ASCII letter: where homoglyphs hide. Words are found by
+# the pair, then widened, rather than by one pattern ``\w*(?:pair)\w*``: that one
+# backtracks over every start of a long word without a pair (a line of Chinese, 4 KB of
+# accented letters) and took seconds; this is linear.
+_PAIR = re.compile(r"[A-Za-z][^\W\x00-\x7f]|[^\W\x00-\x7f][A-Za-z]")
+_WORD = re.compile(r"\w+")
+_UP_TO_LAST_NON_WORD = re.compile(r".*\W", re.S)
 
 _latin: dict[int, str] | None = None
 
@@ -61,8 +66,23 @@ def _latin_table() -> dict[int, str]:
     return _latin
 
 
-def _to_latin(match: re.Match[str]) -> str:
-    return match.group().translate(_latin_table())
+def _to_latin(text: str, pair: re.Match[str] | None) -> str:
+    """``text`` with every word that holds a Latin/non-ASCII pair mapped to Latin letters,
+    ``pair`` being the first such pair (None: none)."""
+    table = _latin_table()
+    out: list[str] = []
+    done = 0  # text[:done] is in out
+    while pair is not None:
+        before = _UP_TO_LAST_NON_WORD.match(text, done, pair.start())
+        start = done if before is None else before.end()  # the start of the pair's word
+        word = _WORD.match(text, start)
+        assert word is not None  # the pair itself is two word characters
+        out.append(text[done:start])
+        out.append(word.group().translate(table))
+        done = word.end()
+        pair = _PAIR.search(text, done)
+    out.append(text[done:])
+    return "".join(out)
 
 
 def fold(text: str) -> str:
@@ -77,6 +97,4 @@ def fold(text: str) -> str:
     if _MARKS.search(text):
         text = _MARKS.sub("", text)
     text = unicodedata.normalize("NFKC", text)
-    if _MIXED.search(text):
-        text = _MIXED.sub(_to_latin, text)
-    return text
+    return _to_latin(text, _PAIR.search(text))

@@ -45,7 +45,9 @@ _SUBSTITUTIONS: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
     (("```",), re.compile(r"```.*?(?:```|\Z)", re.S), " <code> "),
     (("`",), re.compile(r"`[^`\n]{1,200}`"), " <code> "),
     (("://", "www."), re.compile(r"(?:https?://|www\.)[^\s<>\"']+"), " <url> "),
-    (("@",), re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), " <email> "),
+    # The lookbehind tries a local part only from its first character: from every
+    # character of a long run without a domain after it, the scan was quadratic.
+    (("@",), re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), " <email> "),
     (('"', "“", "«"), re.compile(r"\"[^\"\n]{0,300}\"|“[^”\n]{0,300}”|«[^»\n]{0,300}»"), " <str> "),
     (("'",), re.compile(r"'(?<!\w')[^'\n]{1,300}'(?!\w)"), " <str> "),
     # A capitalised word after a lower-case word (not at a sentence start),
