@@ -59,6 +59,17 @@ def test_long_prompts_are_scanned_on_head_and_tail() -> None:
     filler = "lorem ipsum " * SCAN_CHARS
     assert LEXICON.matches("Think step by step. " + filler)
     assert LEXICON.matches(filler + " Think step by step.")
+    # Deeper than SCAN_CHARS from both ends of a prompt longer than twice that: not read.
+    assert not LEXICON.matches(filler + " Think step by step. " + filler)
+
+
+def test_an_ask_a_few_kilobytes_into_the_prompt_is_read() -> None:
+    # A template hiding its ask behind 3 KB of padding on both sides (~750 tokens each) is
+    # still read: the scan covers SCAN_CHARS from each end, the whole of a shorter prompt.
+    padding = "lorem ipsum dolor sit amet " * 120  # 3,240 characters
+    assert LEXICON.matches(padding + " Now think step by step. " + padding)
+    assert LEXICON.matches(padding * 2 + " Show your reasoning. " + padding * 2)
+    assert not LEXICON.matches(padding + " Now answer briefly. " + padding)
 
 
 @pytest.mark.parametrize("pattern", ASCII_PATTERNS)

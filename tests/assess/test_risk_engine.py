@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import pytest
 from assess_traffic import START, chat_user, hydra, nat_team, nightly_eval, prober
+from assess_traffic import event as make_event
 
 from hydraguard.assess.config import DEFAULT_RULES, AnomalyConfig
 from hydraguard.assess.events import RequestEvent
@@ -169,3 +170,22 @@ def test_weighted_mean_combination() -> None:
         engine = RiskEngine(config)
         replay(engine, campaign()[:500])
         assert engine.risk("cluster", "c-hydra", campaign()[499].ts) == pytest.approx(expected)
+
+
+def test_a_batchs_other_entries_feed_what_is_asked_not_when() -> None:
+    # One batch: the detectors of content read every sampled entry as a request; those of
+    # arrival (volume, timing, hours) see one request, at the batch's time.
+    engine = RiskEngine(AnomalyConfig())
+    first = make_event(START, prompt="Think step by step: task 0", account="b")
+    others = tuple(
+        make_event(START, prompt=f"Think step by step: task {i}", account="b") for i in range(1, 16)
+    )
+    engine.observe(first, others)
+    states = dict(zip(engine.names, engine.subjects["account"]["b"].states, strict=True))
+    assert len(states["reasoning_elicitation"]) == 16
+    assert states["output_appetite"].requests == 16
+    assert states["volume"].n == 1
+    assert (
+        states["timing_regularity"].last == START
+        and len(states["timing_regularity"].intervals) == 0
+    )

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hydraguard.assess.config import Detectors
+from hydraguard.inspect.anthropic_batches import SAMPLE
 from hydraguard.inspect.dialects import DIALECTS, dialect_for_path
 from hydraguard.inspect.facts import capped_max_tokens, estimate_input_tokens
 from hydraguard.inspect.rewrite import rewrite_request
@@ -342,3 +343,69 @@ async def test_the_shipped_default_policy_guards_anthropic_batches() -> None:
         {"policy": "default", "route": "/v1/messages/batches", "source": "estimate"},
     )
     assert settled == estimate_input_tokens(BATCHES.parse(body), 4, 4) + 100 * 100
+
+
+# --- what the detectors read of a batch ---------------------------------------------------
+
+
+def test_the_detectors_read_a_drawn_sample_of_a_large_batch_in_batch_order() -> None:
+    body = batch(*(entry(f"Question {i}: what is {i} squared?", 100 + i) for i in range(400)))
+    facts = BATCHES.parse(body)
+    drawn = [int(e.prompt.split()[1].rstrip(":")) for e in facts.entries]
+    assert len(drawn) == SAMPLE and drawn == sorted(set(drawn))
+    assert [e.max_tokens for e in facts.entries] == [100 + i for i in drawn]
+    # Spread over the batch (a prefix or an aimed position would not be): some from each half.
+    assert min(drawn) < 200 <= max(drawn)
+    # The batch's own prompt is the first drawn entry's; every entry still counts in the
+    # estimate, and the reservation is still every entry's max_tokens.
+    assert facts.prompt == facts.entries[0].prompt
+    assert len(facts.prompt) + facts.extra_chars == sum(
+        len(MESSAGES.parse(e["params"]).prompt) for e in body["requests"]
+    )
+    assert facts.max_tokens == sum(100 + i for i in range(400))
+    # Deterministic (a replay draws the same); another batch draws elsewhere.
+    assert [e.prompt for e in BATCHES.parse(body).entries] == [e.prompt for e in facts.entries]
+    body["requests"][399]["params"]["messages"][0]["content"] = "Question 399: and cubed?"
+    assert [e.prompt for e in BATCHES.parse(body).entries] != [e.prompt for e in facts.entries]
+
+
+def test_a_small_batch_is_read_whole_and_a_single_request_has_no_entries() -> None:
+    facts = BATCHES.parse(three_entries())
+    assert [e.prompt for e in facts.entries] == ["Solve: 12*7", "Solve: 9*9", "Solve: 3^4"]
+    assert MESSAGES.parse(three_entries()["requests"][0]["params"]).entries == ()
+
+
+REASONING_ONLY = {
+    "risk": {"half_life": "1h", "rescore_every": 1},
+    "detectors": {
+        **{name: {"enabled": False} for name in Detectors.model_fields},
+        "reasoning_elicitation": {"weight": 1.0, "min_events": 10, "low": 0.25, "high": 0.75},
+    },
+    "rules": [CAP_RULE],
+}
+
+
+@pytest.mark.parametrize("harmless_first", [True, False])
+async def test_a_batch_of_reasoning_asks_is_seen_whatever_its_first_entry(
+    guarded: Any, kit: SimpleNamespace, harmless_first: bool
+) -> None:
+    # A distiller's batch (30,000 tokens reserved, within the 100,000/minute quota): 60 asks for the reasoning trace, the first entry a harmless one.
+    # The detectors used to read the first entry only, so such batches never raised risk.
+    seen: list[bytes] = []
+    policy = {**POLICY, "anomaly": REASONING_ONLY}
+    g = await guarded(batch_upstream(seen), yaml.safe_dump(policy), clock=kit.Clock())
+    asks = [entry(f"Think step by step and show your reasoning: task {i}", 500) for i in range(60)]
+    first = entry("What is the capital of France?", 500) if harmless_first else asks[0]
+    body = batch(first, *asks[1:])
+    assert (await post(g, body, "distiller")).status_code == 200
+    await g.guard.drain()
+    assert (await post(g, body, "distiller")).status_code == 200
+    # The second batch was capped: the account's risk passed the cap rule's threshold.
+    assert {e["params"]["max_tokens"] for e in json.loads(seen[-1])["requests"]} == {300}
+    # A student's batch of ordinary questions with one "step by step" among them is not.
+    plain = [entry(f"Translate sentence {i} into French.", 500) for i in range(60)]
+    student = batch(entry("Explain step by step: 2+2", 500), *plain[1:])
+    for _ in range(2):
+        assert (await post(g, student, "student")).status_code == 200
+        await g.guard.drain()
+    assert {e["params"]["max_tokens"] for e in json.loads(seen[-1])["requests"]} == {500}

@@ -125,33 +125,75 @@ class Learning:
         output_tokens: int,
         status: int,
     ) -> None:
-        prompt = facts.prompt
+        # A batch is read as its sampled entries, the first standing for the batch's arrival
+        # (and its usage); a single request is its own only entry.
+        entries = facts.entries
+        first = entries[0] if entries else facts
+        template = self._template(account, first.prompt, ts)
+        others = self._others(account, tier, cluster, ts, entries, status) if entries else ()
+        if self.risk is None:
+            return
+        # Positional: keyword arguments cost a third of building the event.
+        event = RequestEvent(
+            ts,
+            account,
+            cluster,
+            first.prompt,
+            template,
+            first.max_tokens,
+            self.ceilings[tier],
+            first.n,
+            first.logprobs,
+            first.top_logprobs,
+            first.logit_bias,
+            first.temperature,
+            input_tokens,
+            output_tokens,
+            status,
+            tier,
+        )
+        self.risk.observe(event, others)
+        if self.sharing is not None:
+            self.sharing.learned(account, cluster)
+
+    def _others(
+        self,
+        account: str,
+        tier: str,
+        cluster: str | None,
+        ts: float,
+        entries: tuple[RequestFacts, ...],
+        status: int,
+    ) -> tuple[RequestEvent, ...]:
+        """A batch's sampled entries after the first, as events of what they ask."""
+        ceiling = self.ceilings[tier]
+        return tuple(
+            RequestEvent(
+                ts,
+                account,
+                cluster,
+                entry.prompt,
+                self._template(account, entry.prompt, ts),
+                entry.max_tokens,
+                ceiling,
+                entry.n,
+                entry.logprobs,
+                entry.top_logprobs,
+                entry.logit_bias,
+                entry.temperature,
+                0,  # input_tokens: the batch's usage is the first event's
+                None,  # output_tokens
+                status,
+                tier,
+            )
+            for entry in entries[1:]
+        )
+
+    def _template(self, account: str, prompt: str, ts: float) -> int:
+        """The prompt's template fingerprint, learnt as a linking signal once it recurs."""
         template = fingerprint(prompt)
         if self.bands and self.linker is not None and template:
             signals = self._recurring(account, template)
             if signals:
                 self.linker.learn(account, signals, ts)
-        if self.risk is not None:
-            # Positional: keyword arguments cost a third of building the event.
-            self.risk.observe(
-                RequestEvent(
-                    ts,
-                    account,
-                    cluster,
-                    prompt,
-                    template,
-                    facts.max_tokens,
-                    self.ceilings[tier],
-                    facts.n,
-                    facts.logprobs,
-                    facts.top_logprobs,
-                    facts.logit_bias,
-                    facts.temperature,
-                    input_tokens,
-                    output_tokens,
-                    status,
-                    tier,
-                )
-            )
-            if self.sharing is not None:
-                self.sharing.learned(account, cluster)
+        return template

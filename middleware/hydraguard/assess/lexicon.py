@@ -11,8 +11,10 @@ Speed: CPython's ``re`` scans fast only for a pattern that starts with a
 literal; one big alternation costs ~100 us per KB. So each pattern is its own
 literal-prefixed regex, the non-ASCII ones run only on non-ASCII text (an O(1)
 check), a pattern is searched for only when the literal it starts with occurs
-(a substring test costs far less than a search call), and a long prompt is
-scanned on its head and tail, where templates put their instructions.
+(a substring test costs far less than a search call). A prompt of up to 16 K characters
+is read whole (~18 us per KB of English text); a longer one on its first and last 8 K,
+where templates put their instructions: an ask hidden deeper in the middle than that
+costs its sender over 2,000 tokens of padding on every request.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ NON_ASCII_PATTERNS: tuple[str, ...] = (
     r"шаг\s+за\s+шагом",  # ru
     r"покажи\s+(?:ход|сво[её])\s",  # ru
 )
-SCAN_CHARS = 1024  # head and tail scanned of a longer prompt
+SCAN_CHARS = 8192  # a longer prompt than twice this is scanned on its head and tail
 
 
 _META = frozenset("\\.^$*+?{}[]()|")

@@ -80,6 +80,10 @@ class RiskEngine:
         self.rescore_every = config.risk.rescore_every
         # Bound methods, looked up once: the observe loop runs for every request.
         self.observers = {s: tuple(d.observe for d, _ in ds) for s, ds in self.detectors.items()}
+        self.content_observers = {
+            s: tuple((i, d.observe) for i, (d, _) in enumerate(ds) if not d.arrival)
+            for s, ds in self.detectors.items()
+        }
         self.scorers = {s: tuple((d.score, w) for d, w in ds) for s, ds in self.detectors.items()}
         # Below this nothing can trigger: assess() skips the rules.
         self.floor = min((r.threshold for r in self.rules), default=2.0) - self.hysteresis
@@ -91,19 +95,29 @@ class RiskEngine:
 
     # -- observe ------------------------------------------------------------
 
-    def observe(self, event: RequestEvent) -> None:
-        """Feed one request (ideally once complete, with ``output_tokens``) to its subjects."""
+    def observe(self, event: RequestEvent, entries: tuple[RequestEvent, ...] = ()) -> None:
+        """Feed one request (ideally once complete, with ``output_tokens``) to its subjects.
+
+        ``entries``: a batch's other entries (a sample), which the detectors of what a
+        request asks read as requests of their own; the detectors of when requests arrive
+        see the batch once, as ``event``.
+        """
         if not self.enabled:
             return
-        self._observe("account", event.account, event)
+        self._observe("account", event.account, event, entries)
         if event.cluster is not None:
-            self._observe("cluster", event.cluster, event)
+            self._observe("cluster", event.cluster, event, entries)
 
-    def _observe(self, scope: Scope, key: str, event: RequestEvent) -> None:
+    def _observe(
+        self, scope: Scope, key: str, event: RequestEvent, entries: tuple[RequestEvent, ...]
+    ) -> None:
         subject = self._subject(scope, key)
         states = subject.states
         for observe, state in zip(self.observers[scope], states, strict=True):
             observe(state, event)
+        for entry in entries:
+            for i, observe_content in self.content_observers[scope]:
+                observe_content(states[i], entry)
         subject.pending += 1
         if subject.pending < self.rescore_every:
             return

@@ -32,6 +32,9 @@ class RequestFacts:
     # A batch: each entry's max_tokens (0 for an entry without one), which ``max_tokens``
     # sums; a cap applies to each. Empty for a single request.
     entry_max_tokens: tuple[int, ...] = ()
+    # A batch: a sample of its entries, the first of which this request's prompt, model and
+    # parameters are; the detectors read each (``assess.learning``). Empty for one request.
+    entries: tuple[RequestFacts, ...] = ()
 
 
 def capped_max_tokens(facts: RequestFacts, cap: int, ceiling: int) -> int:

@@ -37,6 +37,7 @@ class AppetiteState:
 
 class OutputAppetiteDetector:
     name = "output_appetite"
+    arrival = False
 
     def __init__(self, config: OutputAppetite, scope: Scope = "account") -> None:
         self.config = config

@@ -23,6 +23,9 @@ class State(Protocol):
 
 class Detector(Protocol):
     name: str
+    # Reads when requests arrive (rates, pacing, hours), not what they ask: a batch's
+    # other entries (``RiskEngine.observe``'s ``entries``) are not fed to it.
+    arrival: bool
 
     def new_state(self) -> Any: ...
 

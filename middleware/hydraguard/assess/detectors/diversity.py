@@ -40,6 +40,7 @@ class DiversityState:
 
 class DiversityDetector:
     name = "diversity"
+    arrival = False
 
     def __init__(self, config: Diversity, scope: Scope = "account") -> None:
         self.config = config

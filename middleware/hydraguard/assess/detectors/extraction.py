@@ -45,6 +45,7 @@ class ExtractionState:
 
 class ExtractionParamsDetector:
     name = "extraction_params"
+    arrival = False
 
     def __init__(self, config: ExtractionParams, scope: Scope = "account") -> None:
         self.config = config

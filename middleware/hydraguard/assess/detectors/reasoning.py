@@ -27,6 +27,7 @@ from hydraguard.assess.lexicon import Lexicon
 
 class ReasoningElicitationDetector:
     name = "reasoning_elicitation"
+    arrival = False
 
     def __init__(
         self,

@@ -54,6 +54,7 @@ class RepetitionState:
 
 class TemplateRepetitionDetector:
     name = "template_repetition"
+    arrival = False
 
     def __init__(self, config: TemplateRepetition, scope: Scope = "account") -> None:
         self.config = config

@@ -54,6 +54,7 @@ class SpreadState:
 
 class ActivitySpreadDetector:
     name = "activity_spread"
+    arrival = True
 
     def __init__(self, config: ActivitySpread, scope: Scope = "account") -> None:
         self.config = config

@@ -37,6 +37,7 @@ class TimingState:
 
 class TimingRegularityDetector:
     name = "timing_regularity"
+    arrival = True
 
     def __init__(self, config: TimingRegularity, scope: Scope = "account") -> None:
         self.config = config

@@ -43,6 +43,7 @@ class VolumeState:
 
 class VolumeDetector:
     name = "volume"
+    arrival = True
 
     def __init__(self, config: Volume, scope: Scope = "account") -> None:
         self.config = config
