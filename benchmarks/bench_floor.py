@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 import variants
-from bench_overhead import OUT, Traffic, drive
+from bench_overhead import OUT, Traffic, add_driver_arguments, drive
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,11 +69,7 @@ class Floor:
         if scope["type"] != "http" or scope["path"] != variants.PATH:
             await self.app(scope, receive, send)
             return
-        account = ""
-        for name, value in scope["headers"]:
-            if name == b"x-account-id":
-                account = value.decode("latin-1")
-                break
+        account = variants.account_of(scope)
         chunks = []
         while True:
             message = await receive()
@@ -178,10 +174,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20_000)
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2_000)
-    parser.add_argument("--accounts", type=int, default=10_000)
+    add_driver_arguments(parser)
     report = asyncio.run(run(parser.parse_args(argv)))
     for variant, r in report["results"].items():
         print(f"{variant:<12} {r['median_us']:>8.1f} µs/call  added {r['added_us']:>7.1f} µs")

@@ -232,12 +232,17 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_driver_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``drive``'s runs: calls per repetition, repetitions, warm-up, accounts."""
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--accounts", type=int, default=10_000)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_driver_arguments(parser)
     parser.add_argument(
         "--storage", default="memory://", help="memory:// or a Redis URL for every variant"
     )
