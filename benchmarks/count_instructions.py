@@ -16,7 +16,8 @@ Configurations: ``bare`` and ``hydraguard`` (the variants), and ablations of Hyd
 that switch one part off to show its share: ``no-learning`` (nothing learned after the
 response), ``no-metrics`` (Prometheus updates are no-ops), ``no-anomaly``
 (``anomaly.enabled: false``), ``no-clustering`` (no linking, no cluster limits) and
-``limits-only`` (both of the last two). Results also go to ``benchmarks/out/instructions.json``.
+``limits-only`` (both of the last two); and ``floor``, ``bench_floor.Floor`` over the bare
+app (the least middleware doing issue #2's per-request work). Results also go to ``benchmarks/out/instructions.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CONFIGS = (
     "no-anomaly",
     "no-clustering",
     "limits-only",
+    "floor",
 )
 WARM_UP = 300
 ACCOUNTS = 300
@@ -100,7 +102,13 @@ def child(config: str, requests: int) -> None:
     import variants
 
     _ablate(config)
-    app = variants.build("bare" if config == "bare" else "hydraguard")
+    if config == "floor":
+        import bench_floor
+        from prometheus_client import CollectorRegistry
+
+        app = bench_floor.Floor(variants.build("bare"), CollectorRegistry())
+    else:
+        app = variants.build("bare" if config == "bare" else "hydraguard")
     traffic = bench_overhead.Traffic(ACCOUNTS, "instr", WARM_UP + requests)
     asyncio.run(bench_overhead.drive(app, traffic, WARM_UP, 0))
     # Collected: callgrind counts only inside exec (--toggle-collect), i.e. these calls.
