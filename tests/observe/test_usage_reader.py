@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -229,3 +230,75 @@ def test_anthropic_later_broken_counts_never_erase_known_ones() -> None:
     )
     reader = read("anthropic-messages", SSE, body, 64)
     assert (reader.tally.input_tokens, reader.tally.output_tokens) == (110, 30)
+
+
+def _finishes_within(seconds: float, work: Callable[[], object]) -> bool:
+    """Whether ``work()`` returns within ``seconds`` (a hang guard, not a speed figure: the
+    inputs below held the old reader for minutes, the fixed one for well under a second)."""
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (work(), done.set()), daemon=True)
+    thread.start()
+    return done.wait(seconds)
+
+
+USAGE_EVENT = b'data: {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}\n\n'
+
+
+@pytest.mark.parametrize("filler", [b"\n", b"x\n"], ids=["blank", "junk"])
+def test_a_flood_of_lines_that_change_nothing_is_skipped_not_walked(filler: bytes) -> None:
+    # 32 MiB of lines outside any event, in one chunk: one Python call per line cost ~1.3 us
+    # a line before (~40 s here); they are dropped in one pass now, and the event after is read.
+    body = filler * ((32 << 20) // len(filler)) + USAGE_EVENT
+    reader = UsageReader(DIALECTS["openai-chat"])
+    reader.start(SSE)
+    assert _finishes_within(10.0, lambda: (reader.feed(body), reader.finish()))
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (7, 2)
+    assert reader.bad_events == 0
+
+
+def test_the_rest_of_an_oversized_event_is_skipped_to_its_end() -> None:
+    # A 32 MiB event of one-byte data lines: dropped (counted once) after 1 MiB, its other
+    # lines skipped to the blank line that ends it; the next event is read.
+    body = b"data: x\n" * (4 << 20) + b"\n" + USAGE_EVENT
+    reader = UsageReader(DIALECTS["openai-chat"])
+    reader.start(SSE)
+    assert _finishes_within(10.0, lambda: (reader.feed(body), reader.finish()))
+    assert reader.bad_events == 1
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (7, 2)
+
+
+def _gzip_of_repeats(block: bytes, times: int) -> bytes:
+    """A valid gzip of ``block * times``, built in O(len(block)): after a full flush the
+    compressor starts afresh, so every repeat compresses to the same bytes."""
+    raw = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    once = raw.compress(block) + raw.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(times):
+        crc = zlib.crc32(block, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    trailer = crc.to_bytes(4, "little") + (len(block) * times % (1 << 32)).to_bytes(4, "little")
+    return header + once * times + raw.flush() + trailer
+
+
+def test_a_compressed_stream_inflating_a_thousandfold_stops_being_read() -> None:
+    event = b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
+    block = event * ((1 << 20) // len(event))
+    bomb = _gzip_of_repeats(block, 1024)  # ~1 GiB of events from a few MB
+    assert gzip.decompress(_gzip_of_repeats(block, 2)) == block * 2
+    reader = UsageReader(DIALECTS["openai-chat"])
+    reader.start([*SSE, (b"content-encoding", b"gzip")])
+    # Before: every one of the ~20 million events was parsed inside one feed() (minutes).
+    assert _finishes_within(10.0, lambda: (reader.feed(bomb), reader.finish()))
+    assert reader.unreadable  # charged as an undecodable body: at least its reservation
+    assert reader.output_estimate(4.0, 200, reserved=50_000_000) == 50_000_000
+    assert 0 < reader.tally.deltas < 1_000_000
+
+
+def test_a_long_compressed_stream_of_one_repeated_chunk_is_read_whole() -> None:
+    # A model repeating one token sends identical chunks (~340x under gzip): up to 8 MiB
+    # inflated, the ratio does not count, so a long completion keeps its reported usage.
+    event = b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
+    body = gzip.compress(event * ((7 << 20) // len(event)) + USAGE_EVENT)
+    reader = read("openai-chat", [*SSE, (b"content-encoding", b"gzip")], body, 1024)
+    assert not reader.unreadable
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (7, 2)
