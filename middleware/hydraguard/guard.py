@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admit.gate import Decision, Gate
@@ -26,7 +25,15 @@ from .assess.risk import RiskEngine
 from .assess.sharing import RiskSharing
 from .cluster.linker import Linker
 from .identify import Identifier, Identity, decode_headers
-from .inspect.body import READING_METHODS, BodyTooLarge, ClientGone, read_body, replay_receive
+from .inspect.body import (
+    READING_METHODS,
+    BodyTooLarge,
+    ClientGone,
+    NotJSONObject,
+    read_body,
+    read_facts,
+    replay_receive,
+)
 from .inspect.dialect import Dialect
 from .inspect.dialects import DIALECTS
 from .inspect.facts import RequestFacts, capped_max_tokens
@@ -134,17 +141,13 @@ class Guard:
                 await self._invalid(route, dialect, send, 413, message, "request_too_large")
                 return
             try:
-                parsed = orjson.loads(body)
-                if not isinstance(parsed, dict):
-                    raise ValueError("not a JSON object")
-            except (ValueError, UnicodeDecodeError) as exc:
+                facts = await read_facts(dialect, body)
+            except NotJSONObject as exc:
                 if body or scope["method"] not in READING_METHODS:
                     message = f"Request body is not a JSON object: {exc}"
                     await self._invalid(route, dialect, send, 400, message, "invalid_json")
                     return
                 receive = replay_receive(body, receive)  # counted in requests, like generic
-            else:
-                facts = dialect.parse(parsed)
         now = self.clock()
         # The request's place in the audit log is taken as it arrives (the log is in arrival
         # order); a request that ends without writing its line gives the place up.

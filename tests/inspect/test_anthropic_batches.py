@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,6 +21,7 @@ from starlette.routing import Route
 
 from hydraguard.assess.config import Detectors
 from hydraguard.inspect.anthropic_batches import SAMPLE
+from hydraguard.inspect.body import OFF_LOOP_BYTES
 from hydraguard.inspect.dialects import DIALECTS, dialect_for_path
 from hydraguard.inspect.facts import capped_max_tokens, estimate_input_tokens
 from hydraguard.inspect.rewrite import rewrite_request
@@ -409,3 +411,35 @@ async def test_a_batch_of_reasoning_asks_is_seen_whatever_its_first_entry(
         assert (await post(g, student, "student")).status_code == 200
         await g.guard.drain()
     assert {e["params"]["max_tokens"] for e in json.loads(seen[-1])["requests"]} == {500}
+
+
+async def test_a_large_body_is_parsed_off_the_event_loop(
+    guarded: Any, kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 96,000 minimal entries in 8 MiB took 1.1 s of Python to read: on the event loop, every
+    # other request stalled that long. Bodies over OFF_LOOP_BYTES are read in a worker thread.
+    threads: list[threading.Thread] = []
+    parse = BATCHES.parse
+
+    def recording(body: dict[str, Any]) -> Any:
+        threads.append(threading.current_thread())
+        return parse(body)
+
+    monkeypatch.setattr(BATCHES, "parse", recording)
+    policy = {**POLICY, "routes": [{**POLICY["routes"][1], "max_bytes": 1 << 20}]}
+    g = await guarded(batch_upstream([]), yaml.safe_dump(policy))
+    small = three_entries()
+    large = batch(*(entry(f"Solve: {i} + {i}", 1) for i in range(4000)))
+    assert len(json.dumps(small)) < OFF_LOOP_BYTES < len(json.dumps(large))
+    assert (await post(g, small)).status_code == 200
+    assert (await post(g, large)).status_code == 200
+    assert threads[0] is threading.main_thread()
+    assert threads[1] is not threading.main_thread()
+    # Read the same either way: all 4,000 entries reserved, a malformed body still a 400.
+    assert (await g.usage("a"))[TOKENS] >= 4000 + 3
+    broken = await g.client.post(
+        "/v1/messages/batches",
+        content=b"[" * (OFF_LOOP_BYTES + 1),
+        headers={"x-account-id": "a", "content-type": "application/json"},
+    )
+    assert broken.status_code == 400

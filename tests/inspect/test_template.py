@@ -47,6 +47,10 @@ def unrelated(rng: random.Random) -> str:
         ("Ask Ada Lovelace about it", "ask <name> about it"),
         ("Open https://example.org/x?y=1 then", "open <url> then"),
         ("Write to ada@example.org today", "write to <email> today"),
+        ("Say “hi there” or «salut» now", "say <str> or <str> now"),
+        # A quote never spans another opening mark: the innermost one is the quote.
+        ("x “a “b” c” y", "x “a <str> c” y"),
+        ("«««« z »", "««« <str>"),
         ("Fix `x = 1` in\n```py\nprint(x)\n```\nplease", "fix <code> in <code> please"),
         ("  Many   spaces\n\tand tabs ", "many spaces and tabs"),
         ("Sentence start stays. Names Mid Sentence go", "sentence start stays. names <name> go"),

@@ -48,7 +48,13 @@ _SUBSTITUTIONS: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
     # The lookbehind tries a local part only from its first character: from every
     # character of a long run without a domain after it, the scan was quadratic.
     (("@",), re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), " <email> "),
-    (('"', "“", "«"), re.compile(r"\"[^\"\n]{0,300}\"|“[^”\n]{0,300}”|«[^»\n]{0,300}»"), " <str> "),
+    # A quote ends at its closing mark and never spans another opening one: from each of a
+    # long run of opening marks, the scan stops at the next (it went 300 characters on).
+    (
+        ('"', "“", "«"),
+        re.compile(r"\"[^\"\n]{0,300}\"|“[^“”\n]{0,300}”|«[^«»\n]{0,300}»"),
+        " <str> ",
+    ),
     (("'",), re.compile(r"'(?<!\w')[^'\n]{1,300}'(?!\w)"), " <str> "),
     # A capitalised word after a lower-case word (not at a sentence start),
     # plus any capitalised words that follow it: "ask Ada Lovelace about".
