@@ -59,11 +59,17 @@ def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 # An account id becomes part of storage keys and log lines: a longer one (only whoever may
 # set the account header can send it) is replaced by its digest, so that a key stays small.
+# Linking signal values are bounded the same way (cluster.signals).
 MAX_ACCOUNT_CHARS = 256
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def bounded(text: str) -> str:
+    """``text``, or ``long-<digest>`` when it is longer than ``MAX_ACCOUNT_CHARS``."""
+    return text if len(text) <= MAX_ACCOUNT_CHARS else "long-" + _digest(text)
 
 
 def hash_api_key(key: str) -> str:
@@ -145,7 +151,7 @@ class Identifier:
         if not account:
             account = "anonymous"
         elif len(account) > MAX_ACCOUNT_CHARS:
-            account = "long-" + _digest(account)
+            account = bounded(account)
         return Identity(account, self.tier_for(context, state), ip, context, state)
 
     def tier_for(self, headers: dict[str, str], state: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from hydraguard.cluster.config import ClusteringConfig
 from hydraguard.cluster.signals import SignalExtractor
+from hydraguard.identify import MAX_ACCOUNT_CHARS
 
 CONFIG = ClusteringConfig.model_validate(
     {
@@ -85,3 +86,23 @@ def test_default_config_ignores_private_addresses() -> None:
     assert "subnet" not in extractor.extract({}, {}, "192.168.1.5", None)
     assert "subnet" not in extractor.extract({}, {}, "127.0.0.1", None)
     assert extractor.extract({}, {}, "8.8.8.8", None) == {"subnet": ("8.8.8.0/24",)}
+
+
+def test_long_values_are_kept_as_bounded_digests() -> None:
+    # A 16 KB device fingerprint was kept whole in the linking index and in Redis key names,
+    # for every request that sent one. A long value now becomes a digest, as a long account
+    # id does: still equal for equal values, so it links exactly as before.
+    long_pay, other_pay = "p" * 16_384, "p" * 16_383 + "q"
+    found = EXTRACTOR.extract(
+        {"x-payment-fingerprint": long_pay}, {"team": ["t" * 300, "short"]}, None, None
+    )
+    (pay,) = found["pay"]
+    assert pay.startswith("long-") and len(pay) <= MAX_ACCOUNT_CHARS
+    assert found["team"][0].startswith("long-") and found["team"][1] == "short"
+    again = EXTRACTOR.extract({"x-payment-fingerprint": long_pay}, {}, None, None)
+    assert again["pay"] == (pay,)
+    other = EXTRACTOR.extract({"x-payment-fingerprint": other_pay}, {}, None, None)
+    assert other["pay"] != (pay,)
+    # A value of exactly the bound is kept as sent.
+    exact = "e" * MAX_ACCOUNT_CHARS
+    assert EXTRACTOR.extract({"x-payment-fingerprint": exact}, {}, None, None)["pay"] == (exact,)

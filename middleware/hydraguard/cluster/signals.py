@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..identify import MAX_ACCOUNT_CHARS, bounded
 from .config import ClusteringConfig, SignalSpec
 
 Signals = dict[str, tuple[str, ...]]
@@ -75,7 +76,12 @@ class SignalExtractor:
                     continue
                 # _clean for one value, inlined: requests carry several of these headers.
                 raw = raw.strip()
-                values = (raw,) if raw and raw.lower() not in sig.ignore else ()
+                if not raw or raw.lower() in sig.ignore:
+                    values = ()
+                elif len(raw) > MAX_ACCOUNT_CHARS:  # kept in the index and in key names
+                    values = (bounded(raw),)
+                else:
+                    values = (raw,)
             elif sig.kind == "state":
                 values = self._clean(sig, _as_values(state.get(sig.key)))
             elif sig.kind == "client_ip":
@@ -102,8 +108,10 @@ class SignalExtractor:
             if item is None:
                 continue
             value = str(item).strip()
-            if value and value.lower() not in sig.ignore and value not in out:
-                out.append(value)
+            if value and value.lower() not in sig.ignore:
+                value = bounded(value)  # kept in the index and in key names
+                if value not in out:
+                    out.append(value)
         return tuple(out)
 
     @staticmethod
