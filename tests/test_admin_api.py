@@ -302,3 +302,43 @@ async def test_reload_keeps_clusters_and_risk_when_their_config_is_unchanged(
     assert await state() == before
     view = (await app.client.get("/_hydraguard/accounts/keep-a", headers=ADMIN)).json()
     assert view["cluster"] == before[0]
+
+
+async def test_account_view_shows_its_linked_clusters_usage_and_grown_limits(
+    admin_app: Build,
+) -> None:
+    # Before: the account view planned without the cluster, so its cluster rows read a
+    # cluster of one that no decision charges and showed 0 at the base limit.
+    app = await admin_app(
+        policy_text()
+        + """\
+clustering:
+  signals:
+    payment: {header: x-payment-fingerprint, weight: 1.0}
+clusters:
+  requests: "100/minute"
+  growth: {per_member: 0.5, max_factor: 8}
+"""
+    )
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    for account in ("pay-a", "pay-b", "pay-a"):
+        response = await app.client.post(
+            "/v1/chat/completions",
+            json=body,
+            headers={"x-account-id": account, "x-payment-fingerprint": "card-shared"},
+        )
+        assert response.status_code == 200
+    await app.guard.drain()
+    account = (await app.client.get("/_hydraguard/accounts/pay-b", headers=ADMIN)).json()
+    cluster = (
+        await app.client.get(f"/_hydraguard/clusters/{account['cluster']}", headers=ADMIN)
+    ).json()
+    assert cluster["size"] == 2
+    shown = {row["rule"]: row for row in account["limits"]}["cluster.requests.100/minute"]
+    assert (shown["limit"], shown["usage"]) == (150, 3)  # 100 x (1 + 0.5 x 1); both accounts
+    assert cluster["limits"][0] | {"usage": round(cluster["limits"][0]["usage"])} == {
+        "rule": "cluster.requests.100/minute",
+        "limit": 150,
+        "window_seconds": 60,
+        "usage": 3,
+    }

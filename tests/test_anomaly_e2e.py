@@ -348,6 +348,32 @@ async def test_a_shadow_rule_changes_nothing_but_is_counted(
     assert actions(g.registry, "shadow", "strip") == 2
     assert actions(g.registry, "shadow", "block") == 2
     assert actions(g.registry, "enforce") == 0
+    # Each is counted under its own rule's name (they were all labelled rule="shadow").
+    for rule, action in (("would-strip", "strip"), ("would-block", "block")):
+        labels = {"policy": "anomaly", "rule": rule, "action": action, "mode": "shadow"}
+        assert g.registry.get_sample_value("hydraguard_anomaly_actions_total", labels) == 2
+
+
+async def test_rules_acting_together_are_each_counted_under_their_own_name(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    rules = (
+        {"name": "watch", "when": {"risk_gte": 0.5}, "action": "flag"},
+        {"name": "slow-down", "when": {"risk_gte": 0.5}, "action": "throttle", "factor": 0.5},
+    )
+    g = await guarded(kit.build_upstream(kit.Upstream()), policy(*rules), clock=kit.Clock())
+    await make_risky(g, "risky")
+    assert (await send(g, "risky", PLAIN)).status_code == 200
+    counted = {
+        (sample.labels["rule"], sample.labels["action"]): sample.value
+        for metric in g.registry.collect()
+        for sample in metric.samples
+        if sample.name == "hydraguard_anomaly_actions_total"
+    }
+    assert {key: n for key, n in counted.items() if n} == {
+        ("watch", "flag"): 1,
+        ("slow-down", "throttle"): 1,
+    }
 
 
 # --- the scripted extraction run against the gateway -------------------------------------

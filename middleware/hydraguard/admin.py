@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .cluster.linker import Linker
     from .guard import Guard
     from .middleware import HydraGuard
+    from .policy.compiled import CompiledPolicy
 
 PREFIX = "/_hydraguard/"
 MAX_BLOCK_SECONDS = 365 * 86400
@@ -93,7 +94,16 @@ class AdminAPI:
             return JSONResponse({"error": f"unknown tier {tier!r}"}, status_code=400)
         storage = self.guard.storage.primary
         now = self.guard.clock()
-        plan = self.guard.guard.gate.planner.plan(account, tier, 0)
+        guard = self.guard.guard
+        cluster, growth = None, 1.0
+        if guard.linker is not None:
+            # The cluster's rows read the cluster's counters at its grown limits, as a
+            # decision does; planned without it they read a cluster of one that no
+            # decision charges while clustering is on, and showed 0.
+            cluster = await _maybe_await(guard.linker.index.cluster_of(account))
+            info = await _maybe_await(guard.linker.index.explain(cluster))
+            growth = _growth(guard.policy, info.size if info is not None else 1)
+        plan = guard.gate.planner.plan(account, tier, 0, cluster, cluster_factor=growth)
         usage = await storage.usage(plan.checks, now)
         limits: list[dict[str, Any]] = []
         for limit, check, used in zip(plan.limits, plan.checks, usage, strict=True):
@@ -110,10 +120,6 @@ class AdminAPI:
                 }
             )
         blocked = await storage.flag_ttl(account_prefix(account) + BLOCK_SUFFIX, now)
-        guard = self.guard.guard
-        cluster = None
-        if guard.linker is not None:
-            cluster = await _maybe_await(guard.linker.index.cluster_of(account))
         risk = guard.risk.risk("account", account, now) if guard.risk is not None else None
         return JSONResponse(
             {
@@ -138,17 +144,13 @@ class AdminAPI:
             )
         now = self.guard.clock()
         tier = request.query_params.get("tier", guard.policy.default_tier)
-        plan = guard.gate.planner.plan(info.members[0], tier, 0, cluster)
+        growth = _growth(guard.policy, info.size)
+        plan = guard.gate.planner.plan(info.members[0], tier, 0, cluster, cluster_factor=growth)
         usage = await self.guard.storage.primary.usage(plan.checks, now)
-        per_member, max_factor = (
-            guard.policy.cluster_growth.per_member,
-            guard.policy.cluster_growth.max_factor,
-        )
-        growth = min(max_factor, 1 + per_member * (info.size - 1))
         limits = [
             {
                 "rule": limit.rule,
-                "limit": max(1, int(check.limit * growth)),
+                "limit": check.limit,
                 "window_seconds": check.window or None,
                 "usage": round(used, 3),
             }
@@ -312,6 +314,12 @@ class AdminAPI:
         if guard.sharing is not None:
             await guard.sharing.pardon(scope, key, now)
         return cleared
+
+
+def _growth(policy: CompiledPolicy, size: int) -> float:
+    """How far a cluster's limits grow with its membership (as ``Guard.decide`` scales them)."""
+    per_member, max_factor = policy.cluster_growth.per_member, policy.cluster_growth.max_factor
+    return min(max_factor, 1.0 + per_member * (size - 1)) if per_member else 1.0
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -252,7 +252,7 @@ class Guard:
             decision.output_cap = effects.cap
             decision.strip = effects.strip
             decision.delay = effects.delay
-            decision.anomaly_rule = effects.rule
+            decision.action_rules = effects.by_rule
             if effects.applied and (
                 effects.block or (decision.admitted and not decision.shadow_denied)
             ):
@@ -341,11 +341,9 @@ class Guard:
             self.learning.learn(decision, facts, input_tokens, output_tokens, status, defer)
 
     def _count_actions(self, decision: Decision) -> None:
-        rule = decision.anomaly_rule or "none"
-        for action in decision.actions:
-            self.metrics.anomaly_actions.labels(self.policy.name, rule, action, "enforce").inc()
-        for action in decision.shadow_actions:
-            self.metrics.anomaly_actions.labels(self.policy.name, "shadow", action, "shadow").inc()
+        for rule, action, shadow in decision.action_rules:
+            mode = "shadow" if shadow else "enforce"
+            self.metrics.anomaly_actions.labels(self.policy.name, rule, action, mode).inc()
         if decision.actions:
             for detector in decision.detectors:
                 self.metrics.anomaly_detectors.labels(detector).inc()

@@ -44,7 +44,7 @@ class Decision:
     delay: float = 0.0  # seconds an anomaly rule holds the request
     detectors: tuple[str, ...] = ()  # the detectors that contributed most to the risk
     shadow_actions: tuple[str, ...] = ()  # what anomaly rules in shadow would have done
-    anomaly_rule: str | None = None  # the enforced anomaly rule behind ``actions``, if any
+    action_rules: tuple[tuple[str, str, bool], ...] = ()  # (rule, kind, shadow), for metrics
 
 
 class Gate:

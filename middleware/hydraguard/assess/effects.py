@@ -18,6 +18,9 @@ class Effects:
     applied: tuple[str, ...] = ()  # enforced action kinds, for decisions and metrics
     shadow: tuple[str, ...] = ()  # actions rules in shadow would have taken
     rule: str | None = None  # the enforced rule that decided
+    # (rule, kind, shadow) of every action, enforced or not: metrics count each by its own
+    # rule (several rules can act at once, and a shadow rule is named, not just "shadow").
+    by_rule: tuple[tuple[str, str, bool], ...] = ()
 
 
 NONE = Effects()
@@ -45,6 +48,15 @@ def effects_of(assessment: Assessment) -> Effects:
             delay = max(delay, action.seconds)
         elif action.kind == "block" and action.seconds:
             block = max(block, action.seconds)
+    by_rule = tuple((action.rule, action.kind, action.shadow) for action in assessment.actions)
     return Effects(
-        factor, cap, tuple(strip), delay, block, tuple(applied), tuple(shadow), assessment.rule
+        factor,
+        cap,
+        tuple(strip),
+        delay,
+        block,
+        tuple(applied),
+        tuple(shadow),
+        assessment.rule,
+        by_rule,
     )

@@ -30,19 +30,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "traffic", type=Path, metavar="TRAFFIC.jsonl", help="traffic log (JSON lines)"
     )
-    parser.add_argument("--policy", required=True, help="policy file to replay")
-    parser.add_argument("--decisions", required=True, type=Path, help="decision lines to write")
-    parser.add_argument("--report", type=Path, help="report to write (JSON)")
+    parser.add_argument("--policy", required=True, metavar="P", help="policy file to replay")
     parser.add_argument(
-        "--labels", type=Path, help="account labels: benign / attacker (and campaign)"
+        "--decisions",
+        required=True,
+        type=Path,
+        metavar="OUT.jsonl",
+        help="decision lines to write",
+    )
+    parser.add_argument("--report", type=Path, metavar="R.json", help="report to write (JSON)")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="L.json",
+        help="account labels: benign / attacker (and campaign), as simulate writes them",
     )
     parser.add_argument(
         "--compare", metavar="P2", help="a second policy, replayed on the same traffic"
     )
     parser.add_argument(
-        "--compare-decisions", type=Path, help="decision lines of the --compare policy"
+        "--compare-decisions",
+        type=Path,
+        metavar="OUT2.jsonl",
+        help="decision lines of the --compare policy",
     )
-    parser.add_argument("--html", type=Path, help="report to write as a self-contained HTML page")
+    parser.add_argument(
+        "--html", type=Path, metavar="R.html", help="report to write as a self-contained HTML page"
+    )
 
 
 def policy_key(source: str, taken: dict[str, Any]) -> str:

@@ -26,14 +26,29 @@ def _knobs() -> list[dataclasses.Field[object]]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     defaults = Scenario()
-    parser.add_argument("--out", required=True, type=Path, help="traffic log to write (JSON lines)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="TRAFFIC.jsonl",
+        help="traffic log to write (JSON lines)",
+    )
     parser.add_argument(
         "--labels",
         type=Path,
-        help="account labels to write (one JSON object); default: OUT with .labels.json",
+        metavar="L.json",
+        help="account labels to write (one JSON object); default: TRAFFIC.labels.json",
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--hours", type=float, default=defaults.hours, help="simulated duration")
+    parser.add_argument(
+        "--seed", type=int, metavar="N", default=defaults.seed, help=f"default {defaults.seed}"
+    )
+    parser.add_argument(
+        "--hours",
+        type=float,
+        metavar="H",
+        default=defaults.hours,
+        help=f"simulated duration (default {defaults.hours:g})",
+    )
     parser.add_argument(
         "--start", type=float, default=defaults.start, help="first second (epoch); fixed by default"
     )
