@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admin import PREFIX as ADMIN_PREFIX
 from .admin import AdminAPI
@@ -26,6 +26,7 @@ from .storage.factory import storage_from_uri
 from .storage.resilient import ResilientStorage
 
 log = logging.getLogger("hydraguard")
+WARM_TIMEOUT = 2.0  # seconds the start-up waits for shared storage at most
 
 
 def route_path(scope: Scope) -> str:
@@ -44,7 +45,8 @@ class HydraGuard:
 
         app = HydraGuard(app, policy="policies/default.yaml", storage="memory://")
 
-    Routes the policy does not name, websockets and lifespan pass straight through.
+    Routes the policy does not name, websockets and lifespan pass straight through (at the
+    lifespan's start-up, shared storage is connected first: ``warm``).
     """
 
     def __init__(
@@ -80,7 +82,10 @@ class HydraGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         path = route_path(scope)
         if path.startswith(ADMIN_PREFIX):
@@ -164,6 +169,38 @@ class HydraGuard:
             risk=risk,
             audit=self.audit,
         )
+
+    async def warm(self) -> None:
+        """Connect to shared storage and load its scripts before the first request: done at
+        the server's lifespan start-up. The first decision otherwise paid for them inside its
+        ``storage.timeout`` and, on a loaded host, fell back (``open``: admitted uncounted).
+        Bounded by ``WARM_TIMEOUT``; a storage that does not answer is logged, not fatal:
+        the decisions then fall back as the policy says, as they would later."""
+        if self.storage.direct:
+            return
+        try:
+            async with asyncio.timeout(WARM_TIMEOUT):
+                await self.storage.primary.warm()
+                if self.guard.linker is not None:
+                    await self.guard.linker.warm()
+        except (Exception, TimeoutError) as exc:
+            log.warning(
+                "hydraguard: storage not ready at start-up (%s); decisions fall back to "
+                "storage.on_error=%s until it answers",
+                exc or type(exc).__name__,
+                self.storage.settings.on_error,
+            )
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, unchanged, with ``warm`` done before its start-up."""
+
+        async def receive_warmed() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.warm()
+            return message
+
+        await self.app(scope, receive_warmed, send)
 
     async def drain(self) -> None:
         """Wait for background settlements and learning (tests, graceful shutdown)."""

@@ -227,5 +227,10 @@ class Linker:
             self._learned.clear()
             self._absorbed.clear()  # a split can bring an absorbed id back
 
+    async def warm(self) -> None:
+        """Load a shared index's script (start-up, before the first request)."""
+        if self.shared:
+            await self.index.warm()
+
     async def drain(self) -> None:
         await self._pending.drain()

@@ -61,6 +61,10 @@ class RedisClusterIndex:
             for name, spec in config.signals.items()
         }
 
+    async def warm(self) -> None:
+        """Load the index's script before the first request needs it."""
+        await self._script.registered_client.script_load(self._script.script)
+
     async def _call(self, op: str, *args: str) -> Any:
         try:
             return await self._script(keys=[self._base + "seq"], args=[self._base, op, *args])

@@ -111,6 +111,7 @@ def create_gateway(config: GatewayConfig, registry: CollectorRegistry | None = N
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, reload, "SIGHUP")
         watcher = loop.create_task(watch()) if config.watch_policy else None
+        await guard.warm()  # mounted, the guard sees no lifespan of its own
         try:
             yield
         finally:

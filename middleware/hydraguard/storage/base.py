@@ -128,6 +128,10 @@ class Storage(ABC):
     async def ping(self) -> bool:
         return True
 
+    async def warm(self) -> None:  # noqa: B027 - optional: only networked backends
+        """Open connections and load server-side scripts, so that the first decision does
+        not pay for them inside its ``storage.timeout`` (no-op without any)."""
+
     async def reset_connections(self) -> None:  # noqa: B027 - optional: only networked backends
         """Forget any connections, so the next call connects afresh (no-op without any)."""
 

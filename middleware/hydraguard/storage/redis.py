@@ -510,6 +510,13 @@ class RedisStorage(Storage):
     async def ping(self) -> bool:
         return bool(await self.client.ping())
 
+    async def warm(self) -> None:
+        await self.client.ping()
+        if self._direct is not None:
+            await self._send_direct(("PING",))  # the decisions' own connection
+        for script in (self._acquire, self._settle):
+            await self.client.script_load(script.script)
+
     async def drain(self) -> None:
         await self._pending.drain()
 
