@@ -117,6 +117,8 @@ class Structure(HTMLParser):
     [
         (["--labels", "missing.json"], "labels"),
         (["--compare", "nope.yaml"], "nope.yaml"),
+        # Was silently ignored: the file asked for was never written.
+        (["--compare-decisions", "d2.jsonl"], "--compare-decisions needs --compare"),
     ],
 )
 def test_bad_inputs_exit_2_with_a_message(

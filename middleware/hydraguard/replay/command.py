@@ -103,6 +103,9 @@ async def replay_policies(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.compare_decisions and not args.compare:
+        print("hydraguard replay: --compare-decisions needs --compare P2", file=sys.stderr)
+        return 2
     sources = [args.policy] + ([args.compare] if args.compare else [])
     compiled: list[CompiledPolicy] = []
     for source in sources:
