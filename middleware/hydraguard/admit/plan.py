@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from ..policy.compiled import CompiledPolicy, ConcurrencyLimit, LimitGroup, WindowLimit
-from ..storage.base import Check
+from ..storage.base import Check, Checks, CheckShape
 
 KEY_PREFIX = "hg:"
 BLOCK_SUFFIX = ":b"
@@ -51,6 +51,7 @@ class Layout:
     specs: tuple[tuple[int, str, int, int, bool], ...]
     # per kind (requests, tokens, concurrency): its enforced checks, for the RateLimit fields
     report_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    shape: CheckShape | None = None  # the checks' keys and windows, for the storage
 
 
 ACCOUNT, CLUSTER, GLOBAL = 0, 1, 2  # who a limit belongs to, in a Layout's specs
@@ -59,7 +60,7 @@ ACCOUNT, CLUSTER, GLOBAL = 0, 1, 2  # who a limit belongs to, in a Layout's spec
 @dataclass(slots=True)
 class Plan:
     layout: Layout
-    checks: list[Check]
+    checks: Checks
 
     @property
     def limits(self) -> tuple[Limit, ...]:
@@ -106,6 +107,12 @@ def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
         lease_checks=tuple(i for i, kind in enumerate(kinds) if kind == "concurrency"),
         specs=tuple(specs),
         report_groups=report,
+        shape=CheckShape(
+            scopes=tuple(spec[0] for spec in specs),
+            names=tuple(spec[1] for spec in specs),
+            windows=tuple(spec[3] for spec in specs),
+            shadows=tuple(spec[4] for spec in specs),
+        ),
     )
 
 
@@ -132,7 +139,7 @@ class Planner:
         # An account sends many requests with the same tier, cluster and factors (a throttle
         # lasts): its checks differ only in the token costs, so the rest is built once and
         # shared (checks are never mutated). Saves most of the planning cost on the hot path.
-        self._cached: dict[tuple[str, str, str | None, float, float], list[Check]] = {}
+        self._cached: dict[tuple[str, str, str | None, float, float], Checks] = {}
 
     def cluster_specs(self, tier: str) -> list[tuple[str, int]]:
         """(key suffix, window) of the cluster's window counters: what a merge carries over."""
@@ -161,7 +168,7 @@ class Planner:
                 self._cached.clear()
             factors = (account_factor, cluster_factor, 1.0)
             fixed = self._cached[subject] = self._checks(layout, account, cluster, factors)
-        checks = fixed.copy()
+        checks = Checks.of(fixed, fixed.subjects, fixed.shape)
         for i in layout.token_checks:
             check = fixed[i]
             checks[i] = Check(check.key, check.limit, check.window, tokens, check.shadow)
@@ -173,10 +180,11 @@ class Planner:
         account: str,
         cluster: str | None,
         factors: tuple[float, float, float],
-    ) -> list[Check]:
+    ) -> Checks:
         """Every check at cost 1: ``plan`` puts each request's token cost into its own copies."""
         prefixes = (account_prefix(account), cluster_prefix(cluster or account), self.global_prefix)
-        return [
+        assert layout.shape is not None  # made by _layout
+        checks = [
             Check(
                 prefixes[scope] + suffix,
                 amount
@@ -188,3 +196,4 @@ class Planner:
             )
             for scope, suffix, amount, window, shadow in layout.specs
         ]
+        return Checks.of(checks, prefixes, layout.shape)

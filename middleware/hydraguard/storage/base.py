@@ -32,6 +32,37 @@ class Check:
     shadow: bool = False
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class CheckShape:
+    """What every plan of one policy tier shares, per check: which subject its key belongs
+    to (an index into ``Checks.subjects``), the rest of its key after the subject, its
+    window and whether it is in shadow. Compared by identity: one object per tier, so a
+    storage can keep work per shape in a dict at the cost of one pointer hash."""
+
+    scopes: tuple[int, ...]
+    names: tuple[str, ...]
+    windows: tuple[int, ...]
+    shadows: tuple[bool, ...]
+
+
+class Checks(list[Check]):
+    """A plan's checks with their keys' layout: the key of check i is
+    ``subjects[shape.scopes[i]] + shape.names[i]``, each subject a distinct prefix that
+    ends with its Redis Cluster hash tag (``hg:{a:acct-1}``), and ``shape`` also holds
+    every check's window and shadow. RedisStorage packs a decision from the shape (once per
+    tier) instead of splitting every key; any other sequence of checks works too, slower."""
+
+    __slots__ = ("shape", "subjects")
+    subjects: tuple[str, ...]
+    shape: CheckShape
+
+    @classmethod
+    def of(cls, checks: Sequence[Check], subjects: tuple[str, ...], shape: CheckShape) -> Checks:
+        made = cls(checks)
+        made.subjects, made.shape = subjects, shape
+        return made
+
+
 @dataclass(slots=True)
 class Verdict:
     admitted: bool  # every enforced check fits (shadow checks never refuse)
