@@ -10,7 +10,8 @@ at ``--large`` decisions minus the count at ``--small``, divided by the differen
 garbage collector runs in steps whose size depends on the heap, so fewer than ~2,000
 decisions moved the figure by up to 50% between runs; at 200/2,200 runs agreed within 1%.
 
-``PYTHONPATH=<older checkout>/middleware`` counts older code (its script and packing).
+``PYTHONPATH=<older checkout>/middleware`` counts older code (its script and packing; a
+plan without ``key_layout`` is sent without one).
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ async def _decide(port: int, calls: int) -> None:
     prefix = secrets.token_hex(4)
     for i in range(calls):
         plan = planner.plan(f"{prefix}-{i}", "default", 30)
-        verdict = await storage.acquire(plan.checks, 6_000_000.0 + i / 100, f"l{i}", 600.0)
+        now = 6_000_000.0 + i / 100
+        layout = getattr(plan, "key_layout", None)  # None in older code: not passed
+        extra = () if layout is None else (layout,)
+        verdict = await storage.acquire(plan.checks, now, f"l{i}", 600.0, *extra)
         if not verdict.admitted:
             raise SystemExit(f"a benchmark decision was refused: {verdict}")
     try:

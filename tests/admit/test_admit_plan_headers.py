@@ -79,7 +79,7 @@ def test_rules_over_the_same_window_get_their_own_counters(kit: SimpleNamespace)
 
 def test_plan_checks_carry_their_keys_layout(kit: SimpleNamespace) -> None:
     # RedisStorage packs a plan's decision from its shape instead of each check (see
-    # Checks): every plan must say exactly what its checks hold, throttled or not.
+    # KeyLayout): every plan must say exactly what its checks hold, throttled or not.
     policy = kit.compile_yaml(
         kit.base_policy(requests="10/minute", tokens="500/minute; 9000/day", concurrency=2)
     )
@@ -90,12 +90,14 @@ def test_plan_checks_carry_their_keys_layout(kit: SimpleNamespace) -> None:
         planner.plan("x}{y", "default", 0, "c{2}"),
     ]
     for plan in plans:
-        checks, shape = plan.checks, plan.checks.shape
+        checks, key_layout = plan.checks, plan.key_layout
+        assert key_layout is not None
+        subjects, shape = key_layout.subjects, key_layout.shape
         assert shape is plan.layout.shape  # one per tier, whatever the subject
-        assert len(set(checks.subjects)) == len(checks.subjects)
+        assert len(set(subjects)) == len(subjects)
         for i, check in enumerate(checks):
-            assert checks.subjects[shape.scopes[i]] + shape.names[i] == check.key
+            assert subjects[shape.scopes[i]] + shape.names[i] == check.key
             assert (shape.windows[i], shape.shadows[i]) == (check.window, check.shadow)
             # The subject is the key's text up to the end of its hash tag.
-            assert checks.subjects[shape.scopes[i]].endswith("}")
-            assert checks.subjects[shape.scopes[i]].count("}") == 1
+            assert subjects[shape.scopes[i]].endswith("}")
+            assert subjects[shape.scopes[i]].count("}") == 1

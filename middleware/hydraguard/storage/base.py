@@ -35,7 +35,7 @@ class Check:
 @dataclass(frozen=True, slots=True, eq=False)
 class CheckShape:
     """What every plan of one policy tier shares, per check: which subject its key belongs
-    to (an index into ``Checks.subjects``), the rest of its key after the subject, its
+    to (an index into ``KeyLayout.subjects``), the rest of its key after the subject, its
     window and whether it is in shadow. Compared by identity: one object per tier, so a
     storage can keep work per shape in a dict at the cost of one pointer hash."""
 
@@ -45,22 +45,17 @@ class CheckShape:
     shadows: tuple[bool, ...]
 
 
-class Checks(list[Check]):
-    """A plan's checks with their keys' layout: the key of check i is
-    ``subjects[shape.scopes[i]] + shape.names[i]``, each subject a distinct prefix that
-    ends with its Redis Cluster hash tag (``hg:{a:acct-1}``), and ``shape`` also holds
-    every check's window and shadow. RedisStorage packs a decision from the shape (once per
-    tier) instead of splitting every key; any other sequence of checks works too, slower."""
+@dataclass(frozen=True, slots=True, eq=False)
+class KeyLayout:
+    """How a plan's check keys are made: the key of check i is
+    ``subjects[shape.scopes[i]] + shape.names[i]``, each subject a distinct prefix that ends
+    with its Redis Cluster hash tag (``hg:{a:acct-1}``), and ``shape`` also holds every
+    check's window and shadow flag. Given to ``acquire`` with a plan's checks, it lets
+    RedisStorage pack a decision from the shape (once per tier) instead of splitting every
+    key; storages may ignore it."""
 
-    __slots__ = ("shape", "subjects")
     subjects: tuple[str, ...]
     shape: CheckShape
-
-    @classmethod
-    def of(cls, checks: Sequence[Check], subjects: tuple[str, ...], shape: CheckShape) -> Checks:
-        made = cls(checks)
-        made.subjects, made.shape = subjects, shape
-        return made
 
 
 @dataclass(slots=True)
@@ -105,8 +100,15 @@ class Storage(ABC):
 
     @abstractmethod
     async def acquire(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
-    ) -> Verdict: ...
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
+    ) -> Verdict:
+        """Check every limit and, when all enforced ones fit, reserve them all at once.
+        ``layout``, when given, says how ``checks``' keys are made (see KeyLayout)."""
 
     @abstractmethod
     def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:

@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError
 from ..background import Background
 from ..errors import StorageError
 from ..urls import shown
-from .base import Charge, Check, CheckShape, Lease, Storage, Verdict, window_usage
+from .base import Charge, Check, CheckShape, KeyLayout, Lease, Storage, Verdict, window_usage
 from .redis_cluster_guard import guard_cluster_client
 from .redis_connections import DirectConnections
 from .redis_packing import fast_connection_class
@@ -234,29 +234,38 @@ class RedisStorage(Storage):
         self._packings: dict[CheckShape, _Packing] = {}  # one per policy tier
 
     async def acquire(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
     ) -> Verdict:
         if not self.cluster:
-            return await self._acquire_group(checks, now, lease_id, lease_ttl)
+            return await self._acquire_group(checks, now, lease_id, lease_ttl, layout)
         return await self._acquire_by_slot(checks, now, lease_id, lease_ttl)
 
     async def _acquire_group(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
     ) -> Verdict:
         # The numbers travel packed, the fields as arguments of their own and each subject's
         # key once (see acquire.lua): decoding all of it as JSON took a third of the script.
-        # A plan's checks (admit/plan.py) come with their shape, whose part of the arguments
-        # is packed once; any other checks are split and packed here.
-        shape: CheckShape | None = getattr(checks, "shape", None)
-        if shape is None:
+        # A plan's checks (admit/plan.py) come with their key layout, whose shape's part of
+        # the arguments is packed once per tier; any other checks are split and packed here.
+        if layout is None:
             keys, packing = _pack_checks(checks)
         else:
-            packing = self._packings.get(shape)  # type: ignore[assignment]
+            packing = self._packings.get(layout.shape)  # type: ignore[assignment]
             if packing is None:
                 if len(self._packings) >= _PACKINGS_KEPT:  # policies reloaded many times
                     self._packings.clear()
-                packing = self._packings[shape] = _Packing.of(shape)
-            subjects: tuple[str, ...] = checks.subjects  # type: ignore[attr-defined]
+                packing = self._packings[layout.shape] = _Packing.of(layout.shape)
+            subjects = layout.subjects
             keys = [subjects[scope] + STATE_SUFFIX for scope in packing.scopes]
         n = len(checks)
         packed = packing.head + _doubles(3 + 2 * n).pack(
