@@ -92,7 +92,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         lease_id = f"bench-{counter}"
         cpu_began = time.process_time()
         began = time.perf_counter()
-        verdict = await storage.acquire(plan.checks, time.time(), lease_id, 600.0)
+        verdict = await storage.acquire(plan.checks, time.time(), lease_id, 600.0, plan.key_layout)
         timings["hydraguard"].append(time.perf_counter() - began)
         acquire_cpu.append(time.process_time() - cpu_began)
         if not verdict.admitted:
@@ -199,7 +199,9 @@ async def _concurrent(
         for i in todo:
             plan = plans[i % len(plans)]
             lease_id = f"concurrent-{i}"
-            verdict = await storage.acquire(plan.checks, time.time(), lease_id, 600.0)
+            verdict = await storage.acquire(
+                plan.checks, time.time(), lease_id, 600.0, plan.key_layout
+            )
             if not verdict.admitted:
                 raise SystemExit(f"HydraGuard refused a benchmark decision: {verdict}")
             leases = [Lease(plan.checks[c].key, lease_id) for c in plan.lease_checks]

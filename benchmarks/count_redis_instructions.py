@@ -63,7 +63,9 @@ def child(row: str, calls: int, redis: str) -> None:
                 await storage._direct.send([("PING",)])  # type: ignore[union-attr]
             else:
                 plan, now = plans[i % ACCOUNTS], 6_000_000.0 + i / 1000
-                await storage.acquire(plan.checks, now, f"l{i}", 600.0)
+                layout = getattr(plan, "key_layout", None)  # None in older code: not passed
+                extra = () if layout is None else (layout,)
+                await storage.acquire(plan.checks, now, f"l{i}", 600.0, *extra)
                 if row == "decision+settle":
                     leases = [Lease(plan.checks[c].key, f"l{i}") for c in plan.lease_checks]
                     storage.settle([], leases, now)

@@ -75,3 +75,29 @@ def test_rules_over_the_same_window_get_their_own_counters(kit: SimpleNamespace)
     plan = Planner(policy).plan("a", "default", 0)
     request_keys = [c.key for c in plan.checks if c.key.split(":")[-1].startswith("r")]
     assert len(request_keys) == 2 == len(set(request_keys))
+
+
+def test_plan_checks_carry_their_keys_layout(kit: SimpleNamespace) -> None:
+    # RedisStorage packs a plan's decision from its shape instead of each check (see
+    # KeyLayout): every plan must say exactly what its checks hold, throttled or not.
+    policy = kit.compile_yaml(
+        kit.base_policy(requests="10/minute", tokens="500/minute; 9000/day", concurrency=2)
+    )
+    planner = Planner(policy)
+    plans = [
+        planner.plan("acct-1", "default", 123),
+        planner.plan("acct-1", "default", 7, "c-1", 0.5, 2.0),
+        planner.plan("x}{y", "default", 0, "c{2}"),
+    ]
+    for plan in plans:
+        checks, key_layout = plan.checks, plan.key_layout
+        assert key_layout is not None
+        subjects, shape = key_layout.subjects, key_layout.shape
+        assert shape is plan.layout.shape  # one per tier, whatever the subject
+        assert len(set(subjects)) == len(subjects)
+        for i, check in enumerate(checks):
+            assert subjects[shape.scopes[i]] + shape.names[i] == check.key
+            assert (shape.windows[i], shape.shadows[i]) == (check.window, check.shadow)
+            # The subject is the key's text up to the end of its hash tag.
+            assert subjects[shape.scopes[i]].endswith("}")
+            assert subjects[shape.scopes[i]].count("}") == 1

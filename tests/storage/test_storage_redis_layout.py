@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import DataError
 
 from hydraguard import load_policy
-from hydraguard.admit.plan import Planner
+from hydraguard.admit.plan import GLOBAL, Planner
 from hydraguard.metrics import metrics_for
 from hydraguard.storage.base import Charge, Check, Lease
 from hydraguard.storage.redis import RedisStorage, split_key
@@ -376,3 +376,47 @@ async def test_hiredis_packing_matches_redis_py() -> None:
     with pytest.raises(DataError):
         fast.pack_command("SET", "k", True)  # refused like redis-py does
     await client.aclose()
+
+
+async def test_a_plans_decision_is_packed_from_its_shape_as_any_checks_would_be(
+    storage: RedisStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plan comes with its key layout (admit/plan.py), packed once per tier instead
+    # of splitting every key: the result must be what the same checks give one by one.
+    planner = Planner(load_policy())
+    planned = planner.plan("acct-1", "default", 100, "c-1")
+    plain = list(planner.plan("acct-2", "default", 100, "c-2").checks)
+    with monkeypatch.context() as patched:
+
+        def no_split(key: str) -> tuple[str, str]:
+            raise AssertionError(f"split {key!r}: the shape was not used")
+
+        patched.setattr("hydraguard.storage.redis.split_key", no_split)
+        shaped = await storage.acquire(planned.checks, T0 + 5, "lease-1", 600, planned.key_layout)
+    unshaped = await storage.acquire(plain, T0 + 5, "lease-1", 600)
+    assert shaped.admitted and unshaped.admitted
+    # The same but for the global limits, which the second decision saw charged once.
+    assert planned.key_layout is not None
+    own = [i for i, scope in enumerate(planned.key_layout.shape.scopes) if scope != GLOBAL]
+    for field in ("usage", "retry_after", "reset", "window_ids"):
+        assert [getattr(shaped, field)[i] for i in own] == [
+            getattr(unshaped, field)[i] for i in own
+        ]
+    assert own and len(own) < len(plain)
+    for a, b in (("a:acct-1", "a:acct-2"), ("c:c-1", "c:c-2")):
+        assert await state(storage, f"hg:{{{a}}}:s") == await state(storage, f"hg:{{{b}}}:s")
+    # The limits travel with each decision, not with the shape: a throttled account of
+    # the same tier (a factor of 0.5) is refused at half its limit.
+    limit = planned.checks[1].limit  # the account's requests per minute
+    throttled = planner.plan("acct-3", "default", 0, "c-3", 0.5)
+    assert throttled.key_layout is not None
+    assert throttled.key_layout.shape is planned.key_layout.shape
+    admitted = []
+    for i in range(limit // 2 + 1):
+        verdict = await storage.acquire(throttled.checks, T0 + 6, f"t{i}", 60, throttled.key_layout)
+        admitted.append(verdict.admitted)
+        leases = [Lease(throttled.checks[c].key, f"t{i}") for c in throttled.lease_checks]
+        storage.settle([], leases, T0 + 6)  # (its concurrency limit is halved too)
+        await storage.drain()
+    assert admitted == [True] * (limit // 2) + [False]
+    assert verdict.refusing == [1]

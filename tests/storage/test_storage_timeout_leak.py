@@ -12,7 +12,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from hydraguard.middleware import HydraGuard
-from hydraguard.storage.base import Check, Verdict
+from hydraguard.storage.base import Check, KeyLayout, Verdict
 from hydraguard.storage.memory import MemoryStorage
 
 
@@ -26,7 +26,12 @@ class LateAnswers(MemoryStorage):
         self.delay = 0.0
 
     async def acquire(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
     ) -> Verdict:
         verdict = self.acquire_now(checks, now, lease_id, lease_ttl)
         await asyncio.sleep(self.delay)

@@ -88,7 +88,9 @@ class Gate:
             cluster_factor,
         )
         lease_id = self._lease_prefix + str(next(self._lease_counter))
-        outcome = await self.storage.acquire(plan.checks, now, lease_id, self.lease_ttl)
+        outcome = await self.storage.acquire(
+            plan.checks, now, lease_id, self.lease_ttl, plan.key_layout
+        )
         verdict = outcome.verdict
         rule = None
         wait = 0.0

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from ..policy.compiled import CompiledPolicy, ConcurrencyLimit, LimitGroup, WindowLimit
-from ..storage.base import Check
+from ..storage.base import Check, CheckShape, KeyLayout
 
 KEY_PREFIX = "hg:"
 BLOCK_SUFFIX = ":b"
@@ -51,6 +51,7 @@ class Layout:
     specs: tuple[tuple[int, str, int, int, bool], ...]
     # per kind (requests, tokens, concurrency): its enforced checks, for the RateLimit fields
     report_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    shape: CheckShape | None = None  # the checks' keys and windows, for the storage
 
 
 ACCOUNT, CLUSTER, GLOBAL = 0, 1, 2  # who a limit belongs to, in a Layout's specs
@@ -60,6 +61,7 @@ ACCOUNT, CLUSTER, GLOBAL = 0, 1, 2  # who a limit belongs to, in a Layout's spec
 class Plan:
     layout: Layout
     checks: list[Check]
+    key_layout: KeyLayout | None = None  # how the checks' keys are made, for the storage
 
     @property
     def limits(self) -> tuple[Limit, ...]:
@@ -106,6 +108,12 @@ def _layout(groups: list[tuple[int, LimitGroup]]) -> Layout:
         lease_checks=tuple(i for i, kind in enumerate(kinds) if kind == "concurrency"),
         specs=tuple(specs),
         report_groups=report,
+        shape=CheckShape(
+            scopes=tuple(spec[0] for spec in specs),
+            names=tuple(spec[1] for spec in specs),
+            windows=tuple(spec[3] for spec in specs),
+            shadows=tuple(spec[4] for spec in specs),
+        ),
     )
 
 
@@ -132,7 +140,9 @@ class Planner:
         # An account sends many requests with the same tier, cluster and factors (a throttle
         # lasts): its checks differ only in the token costs, so the rest is built once and
         # shared (checks are never mutated). Saves most of the planning cost on the hot path.
-        self._cached: dict[tuple[str, str, str | None, float, float], list[Check]] = {}
+        self._cached: dict[
+            tuple[str, str, str | None, float, float], tuple[list[Check], KeyLayout]
+        ] = {}
 
     def cluster_specs(self, tier: str) -> list[tuple[str, int]]:
         """(key suffix, window) of the cluster's window counters: what a merge carries over."""
@@ -155,17 +165,18 @@ class Planner:
         anomaly throttle), ``cluster_factor`` the cluster's (growth with membership x throttle)."""
         layout = self.layouts[tier]
         subject = (tier, account, cluster, account_factor, cluster_factor)
-        fixed = self._cached.get(subject)
-        if fixed is None:
+        cached = self._cached.get(subject)
+        if cached is None:
             if len(self._cached) >= _SUBJECTS_CACHED:
                 self._cached.clear()
             factors = (account_factor, cluster_factor, 1.0)
-            fixed = self._cached[subject] = self._checks(layout, account, cluster, factors)
+            cached = self._cached[subject] = self._checks(layout, account, cluster, factors)
+        fixed, key_layout = cached
         checks = fixed.copy()
         for i in layout.token_checks:
             check = fixed[i]
             checks[i] = Check(check.key, check.limit, check.window, tokens, check.shadow)
-        return Plan(layout, checks)
+        return Plan(layout, checks, key_layout)
 
     def _checks(
         self,
@@ -173,10 +184,12 @@ class Planner:
         account: str,
         cluster: str | None,
         factors: tuple[float, float, float],
-    ) -> list[Check]:
-        """Every check at cost 1: ``plan`` puts each request's token cost into its own copies."""
+    ) -> tuple[list[Check], KeyLayout]:
+        """Every check at cost 1 (``plan`` puts each request's token cost into its own
+        copies), and how their keys are made."""
         prefixes = (account_prefix(account), cluster_prefix(cluster or account), self.global_prefix)
-        return [
+        assert layout.shape is not None  # made by _layout
+        checks = [
             Check(
                 prefixes[scope] + suffix,
                 amount
@@ -188,3 +201,4 @@ class Planner:
             )
             for scope, suffix, amount, window, shadow in layout.specs
         ]
+        return checks, KeyLayout(prefixes, layout.shape)

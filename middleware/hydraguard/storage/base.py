@@ -32,6 +32,32 @@ class Check:
     shadow: bool = False
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class CheckShape:
+    """What every plan of one policy tier shares, per check: which subject its key belongs
+    to (an index into ``KeyLayout.subjects``), the rest of its key after the subject, its
+    window and whether it is in shadow. Compared by identity: one object per tier, so a
+    storage can keep work per shape in a dict at the cost of one pointer hash."""
+
+    scopes: tuple[int, ...]
+    names: tuple[str, ...]
+    windows: tuple[int, ...]
+    shadows: tuple[bool, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class KeyLayout:
+    """How a plan's check keys are made: the key of check i is
+    ``subjects[shape.scopes[i]] + shape.names[i]``, each subject a distinct prefix that ends
+    with its Redis Cluster hash tag (``hg:{a:acct-1}``), and ``shape`` also holds every
+    check's window and shadow flag. Given to ``acquire`` with a plan's checks, it lets
+    RedisStorage pack a decision from the shape (once per tier) instead of splitting every
+    key; storages may ignore it."""
+
+    subjects: tuple[str, ...]
+    shape: CheckShape
+
+
 @dataclass(slots=True)
 class Verdict:
     admitted: bool  # every enforced check fits (shadow checks never refuse)
@@ -74,8 +100,15 @@ class Storage(ABC):
 
     @abstractmethod
     async def acquire(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
-    ) -> Verdict: ...
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
+    ) -> Verdict:
+        """Check every limit and, when all enforced ones fit, reserve them all at once.
+        ``layout``, when given, says how ``checks``' keys are made (see KeyLayout)."""
 
     @abstractmethod
     def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .base import Charge, Check, Lease, Storage, Verdict, retry_after, window_usage
+from .base import Charge, Check, KeyLayout, Lease, Storage, Verdict, retry_after, window_usage
 
 Entry = tuple[float, float, float, int]
 _SWEEP_EVERY = 50_000  # operations between sweeps of idle counters
@@ -27,7 +27,12 @@ class MemoryStorage(Storage):
         self._ops = 0
 
     async def acquire(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
     ) -> Verdict:
         return self.acquire_now(checks, now, lease_id, lease_ttl)
 

@@ -12,6 +12,7 @@ import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -25,7 +26,7 @@ from redis.exceptions import NoScriptError
 from ..background import Background
 from ..errors import StorageError
 from ..urls import shown
-from .base import Charge, Check, Lease, Storage, Verdict, window_usage
+from .base import Charge, Check, CheckShape, KeyLayout, Lease, Storage, Verdict, window_usage
 from .redis_cluster_guard import guard_cluster_client
 from .redis_connections import DirectConnections
 from .redis_packing import fast_connection_class
@@ -33,6 +34,7 @@ from .redis_packing import fast_connection_class
 log = logging.getLogger("hydraguard.storage")
 
 _SETTLE_BATCH = 256  # changes per settle.lua call: bounds how long one call holds Redis
+_PACKINGS_KEPT = 256  # check shapes (one per policy tier) whose packed arguments are kept
 
 
 def _script(name: str) -> str:
@@ -91,6 +93,63 @@ def _window_counts(entry: Any, window_id: int) -> tuple[float, float]:
 def _doubles(count: int) -> struct.Struct:
     """Little-endian doubles, the acquire script's argument and reply (struct in Redis' Lua)."""
     return struct.Struct("<" + "d" * count)
+
+
+@cache
+def _formats(checks: int) -> tuple[str, str]:
+    """acquire.lua's struct formats of its numbers and of its reply for ``checks`` checks."""
+    return _doubles(5 * checks + 3).format, _doubles(2 * checks + 1).format
+
+
+@dataclass(frozen=True, slots=True)
+class _Packing:
+    """The part of a decision's arguments that every plan of one shape shares: which of
+    its subjects hold state (in key order), each check's field and, packed, each check's
+    key index, window and shadow flag (acquire.lua's ARGV[2] starts with them)."""
+
+    scopes: tuple[int, ...]  # the subjects' indexes, in the script's key order
+    fields: tuple[str, ...]
+    windows: tuple[int, ...]
+    head: bytes
+    formats: tuple[str, str]  # the struct formats of the arguments and of the reply
+
+    @classmethod
+    def of(cls, shape: CheckShape) -> _Packing:
+        scopes: list[int] = []
+        values: list[float] = []
+        for scope, window, shadow in zip(shape.scopes, shape.windows, shape.shadows, strict=True):
+            if scope not in scopes:
+                scopes.append(scope)
+            values += (scopes.index(scope) + 1, window, shadow)
+        head = _doubles(len(values)).pack(*values)
+        return cls(tuple(scopes), shape.names, shape.windows, head, _formats(len(shape.names)))
+
+
+def _pack_checks(checks: Sequence[Check]) -> tuple[list[str], _Packing]:
+    """The state keys and the shared part of the arguments of any checks (see _Packing)."""
+    keys: list[str] = []
+    index: dict[str, int] = {}
+    fields: list[str] = []
+    values: list[float] = []
+    # A subject's checks come together: a check whose key starts like the previous tagged
+    # one's shares its state key, and its field is the rest (split_key's fast path without
+    # the call; halved this loop's time).
+    subject: str | None = None
+    k = 0
+    for check in checks:
+        head, brace, field = check.key.partition("}")
+        if head != subject or not brace:
+            key, field = split_key(check.key)
+            subject = head if brace and _ends_a_tag(head) else None
+            k = index.get(key, 0)
+            if not k:
+                k = index[key] = len(keys) + 1
+                keys.append(key)
+        fields.append(field)
+        values += (k, check.window, check.shadow)
+    packed = _doubles(len(values)).pack(*values)
+    windows = tuple(check.window for check in checks)
+    return keys, _Packing((), tuple(fields), windows, packed, _formats(len(checks)))
 
 
 def _settlement_changes(
@@ -172,49 +231,65 @@ class RedisStorage(Storage):
         self._waiting: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._settlements: list[tuple[int, str, int, Any, float]] = []
         self._settle_at = 0.0  # the latest `now` among the queued settlements
+        self._packings: dict[CheckShape, _Packing] = {}  # one per policy tier
 
     async def acquire(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
     ) -> Verdict:
         if not self.cluster:
-            return await self._acquire_group(checks, now, lease_id, lease_ttl)
+            return await self._acquire_group(checks, now, lease_id, lease_ttl, layout)
         return await self._acquire_by_slot(checks, now, lease_id, lease_ttl)
 
     async def _acquire_group(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
     ) -> Verdict:
         # The numbers travel packed, the fields as arguments of their own and each subject's
         # key once (see acquire.lua): decoding all of it as JSON took a third of the script.
-        keys: list[str] = []
-        index: dict[str, int] = {}
-        fields: list[str] = []
-        values: list[float] = [now, lease_ttl, self.sliding]
-        windows: list[int] = []
-        # A subject's checks come together: a check whose key starts like the previous
-        # tagged one's shares its state key, and its field is the rest (split_key's fast
-        # path without the call; halved this loop's time).
-        subject: str | None = None
-        k = 0
-        for check in checks:
-            head, brace, field = check.key.partition("}")
-            if head != subject or not brace:
-                key, field = split_key(check.key)
-                subject = head if brace and _ends_a_tag(head) else None
-                k = index.get(key, 0)
-                if not k:
-                    k = index[key] = len(keys) + 1
-                    keys.append(key)
-            fields.append(field)
-            window = check.window
-            values += (k, window, check.limit, check.cost, check.shadow)
-            windows.append(window)
+        # A plan's checks (admit/plan.py) come with their key layout, whose shape's part of
+        # the arguments is packed once per tier; any other checks are split and packed here.
+        if layout is None:
+            keys, packing = _pack_checks(checks)
+        else:
+            packing = self._packings.get(layout.shape)  # type: ignore[assignment]
+            if packing is None:
+                if len(self._packings) >= _PACKINGS_KEPT:  # policies reloaded many times
+                    self._packings.clear()
+                packing = self._packings[layout.shape] = _Packing.of(layout.shape)
+            subjects = layout.subjects
+            keys = [subjects[scope] + STATE_SUFFIX for scope in packing.scopes]
         n = len(checks)
-        packed = _doubles(3 + 5 * n).pack(*values)
+        packed = packing.head + _doubles(3 + 2 * n).pack(
+            now,
+            lease_ttl,
+            self.sliding,
+            *[check.limit for check in checks],
+            *[check.cost for check in checks],
+        )
         reply = await self._decide(
-            ("EVALSHA", self._acquire.sha, len(keys), *keys, lease_id, packed, *fields)
+            (
+                "EVALSHA",
+                self._acquire.sha,
+                len(keys),
+                *keys,
+                lease_id,
+                packed,
+                *packing.formats,
+                *packing.fields,
+            )
         )
         answer = _doubles(1 + 2 * n).unpack(reply)
         admitted = answer[0] == 1
+        windows = packing.windows
         # Window ids and resets follow from `now` alone, as in the script.
         return Verdict(
             admitted,

@@ -23,7 +23,7 @@ from ..background import Background
 from ..errors import StorageError
 from ..metrics import Metrics
 from ..policy.schema import Storage as StorageSettings
-from .base import Charge, Check, Lease, Storage, Verdict
+from .base import Charge, Check, KeyLayout, Lease, Storage, Verdict
 from .memory import MemoryStorage
 
 log = logging.getLogger("hydraguard.storage")
@@ -100,16 +100,23 @@ class ResilientStorage:
         return None if self.direct else self.settings.timeout
 
     async def acquire(
-        self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
+        self,
+        checks: Sequence[Check],
+        now: float,
+        lease_id: str,
+        lease_ttl: float,
+        layout: KeyLayout | None = None,
     ) -> Outcome:
         if self.direct:
             return Outcome(
-                await self.primary.acquire(checks, now, lease_id, lease_ttl), self.primary, None
+                await self.primary.acquire(checks, now, lease_id, lease_ttl, layout),
+                self.primary,
+                None,
             )
         if self.breaker.allows(time.monotonic()):
             try:
                 async with asyncio.timeout(self.settings.timeout):
-                    verdict = await self.primary.acquire(checks, now, lease_id, lease_ttl)
+                    verdict = await self.primary.acquire(checks, now, lease_id, lease_ttl, layout)
             except (Exception, TimeoutError) as exc:  # redis errors, timeouts, script errors
                 self._failed("acquire", exc)
                 if isinstance(exc, TimeoutError):

@@ -18,17 +18,23 @@
 -- KEYS: the subjects' keys, each once.
 -- ARGV[1]: the lease id.
 -- ARGV[2]: little-endian doubles (struct, decoded in C: decoding the same as JSON took a
---   third of the script's time): now, lease_ttl, sliding (1/0), then 5 per check: key
---   index, window, limit, cost, shadow (1/0); window 0: concurrency, -1: block flag.
--- ARGV[3 ...]: the field of each check.
+--   third of the script's time): first 3 per check: key index, window, shadow (1/0) (window
+--   0: concurrency, -1: block flag), the same for every plan of a policy tier, so the client
+--   packs them once per tier; then now, lease_ttl, sliding (1/0), the limit of each check
+--   and the cost of each check.
+-- ARGV[3], ARGV[4]: the struct formats of ARGV[2] and of the reply ('<ddd...'): building
+--   them here cost ~7.5k of the script's ~290k instructions, the client keeps them.
+-- ARGV[5 ...]: the field of each check.
 -- Returns little-endian doubles: admitted (1/0), usage per check (after the reservation
 -- when admitted), then the wait per check (0 when it fits). Resets and window ids are the
 -- client's to compute from the same `now`.
 local floor, max = math.floor, math.max
-local lease_id, packed = ARGV[1], ARGV[2]
-local spec = {struct.unpack('<' .. string.rep('d', #packed / 8), packed)}
-local now, lease_ttl, sliding = spec[1], spec[2], spec[3] == 1
-local n = #ARGV - 2
+local argv = ARGV -- a local: a global's lookup cost twice a local's, per check
+local lease_id = argv[1]
+local spec = {struct.unpack(argv[3], argv[2])}
+local n = #argv - 4
+local now, lease_ttl, sliding = spec[3 * n + 1], spec[3 * n + 2], spec[3 * n + 3] == 1
+local limits, costs = 3 * n + 3, 4 * n + 3 -- the limit of check i is spec[limits + i]
 
 local state = read_states()
 
@@ -37,9 +43,9 @@ local state = read_states()
 local entries, out = {}, {1, unpack(spec, 1, 2 * n)}
 local admitted, all_fit = true, true
 for i = 1, n do
-  local b = 5 * i
-  local w, lim, c = spec[b], spec[b + 1], spec[b + 2]
-  local held = state[spec[b - 1]][ARGV[i + 2]]
+  local b = 3 * i
+  local w, lim, c = spec[b - 1], spec[limits + i], spec[costs + i]
+  local held = state[spec[b - 2]][argv[i + 4]]
   local used, wait = 0, 0
   if w > 0 then
     local wid = floor(now / w)
@@ -93,17 +99,17 @@ for i = 1, n do
   out[i + 1], out[n + i + 1] = used, wait
   if wait > 0 then
     all_fit = false
-    if spec[b + 3] == 0 then admitted = false end
+    if spec[b] == 0 then admitted = false end
   end
 end
 
 if admitted then
   local need = {}
   for i = 1, n do
-    local b = 5 * i
-    local w, c = spec[b], spec[b + 2]
-    if w >= 0 and (all_fit or spec[b + 3] == 0) then
-      local k, entry, until_ = spec[b - 1], entries[i], nil
+    local b = 3 * i
+    local w, c = spec[b - 1], spec[costs + i]
+    if w >= 0 and (all_fit or spec[b] == 0) then
+      local k, entry, until_ = spec[b - 2], entries[i], nil
       if w > 0 then
         entry[2] = entry[2] + c
         until_ = now + 2 * w + 1 -- a window's count matters until its next window ends
@@ -118,7 +124,7 @@ if admitted then
         entry[lease_id] = now + lease_ttl
         until_ = now + lease_ttl + 1
       end
-      state[k][ARGV[i + 2]] = entry
+      state[k][argv[i + 4]] = entry
       if until_ > (need[k] or 0) then need[k] = until_ end
       out[i + 1] = out[i + 1] + c
     end
@@ -127,4 +133,4 @@ if admitted then
 else
   out[1] = 0
 end
-return struct.pack('<' .. string.rep('d', 2 * n + 1), unpack(out))
+return struct.pack(argv[4], unpack(out))
