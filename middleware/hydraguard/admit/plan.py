@@ -50,8 +50,8 @@ class Layout:
     # per check: (scope, key suffix, amount, window, shadow)
     specs: tuple[tuple[int, str, int, int, bool], ...]
     # per kind (requests, tokens, concurrency): its enforced checks, for the RateLimit fields
-    report_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    shape: CheckShape | None = None  # the checks' keys and windows, for the storage
+    report_groups: tuple[tuple[str, tuple[int, ...]], ...]
+    shape: CheckShape  # the checks' keys and windows, for the storage
 
 
 ACCOUNT, CLUSTER, GLOBAL = 0, 1, 2  # who a limit belongs to, in a Layout's specs
@@ -188,7 +188,6 @@ class Planner:
         """Every check at cost 1 (``plan`` puts each request's token cost into its own
         copies), and how their keys are made."""
         prefixes = (account_prefix(account), cluster_prefix(cluster or account), self.global_prefix)
-        assert layout.shape is not None  # made by _layout
         checks = [
             Check(
                 prefixes[scope] + suffix,

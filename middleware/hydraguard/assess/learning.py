@@ -9,6 +9,7 @@ the live path it runs after the response has been sent, batched on the event loo
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..inspect.template import band_ids, band_key, fingerprint
@@ -130,7 +131,9 @@ class Learning:
         entries = facts.entries
         first = entries[0] if entries else facts
         template = self._template(account, first.prompt, ts)
-        others = self._others(account, tier, cluster, ts, entries, status) if entries else ()
+        # (entry, template) of a batch's other entries; the generators are skipped for one
+        # request (their set-up alone cost a detector's observe).
+        rest = [(e, self._template(account, e.prompt, ts)) for e in entries[1:]] if entries else ()
         if self.risk is None:
             return
         # Positional: keyword arguments cost a third of building the event.
@@ -152,42 +155,31 @@ class Learning:
             status,
             tier,
         )
+        # The other entries: what they ask, arriving with the first; the batch's usage is
+        # the first event's.
+        others = (
+            tuple(
+                replace(
+                    event,
+                    prompt=entry.prompt,
+                    template=fp,
+                    max_tokens=entry.max_tokens,
+                    n=entry.n,
+                    logprobs=entry.logprobs,
+                    top_logprobs=entry.top_logprobs,
+                    logit_bias=entry.logit_bias,
+                    temperature=entry.temperature,
+                    input_tokens=0,
+                    output_tokens=None,
+                )
+                for entry, fp in rest
+            )
+            if rest
+            else ()
+        )
         self.risk.observe(event, others)
         if self.sharing is not None:
             self.sharing.learned(account, cluster)
-
-    def _others(
-        self,
-        account: str,
-        tier: str,
-        cluster: str | None,
-        ts: float,
-        entries: tuple[RequestFacts, ...],
-        status: int,
-    ) -> tuple[RequestEvent, ...]:
-        """A batch's sampled entries after the first, as events of what they ask."""
-        ceiling = self.ceilings[tier]
-        return tuple(
-            RequestEvent(
-                ts,
-                account,
-                cluster,
-                entry.prompt,
-                self._template(account, entry.prompt, ts),
-                entry.max_tokens,
-                ceiling,
-                entry.n,
-                entry.logprobs,
-                entry.top_logprobs,
-                entry.logit_bias,
-                entry.temperature,
-                0,  # input_tokens: the batch's usage is the first event's
-                None,  # output_tokens
-                status,
-                tier,
-            )
-            for entry in entries[1:]
-        )
 
     def _template(self, account: str, prompt: str, ts: float) -> int:
         """The prompt's template fingerprint, learnt as a linking signal once it recurs."""

@@ -260,11 +260,12 @@ class RedisStorage(Storage):
         if layout is None:
             keys, packing = _pack_checks(checks)
         else:
-            packing = self._packings.get(layout.shape)  # type: ignore[assignment]
-            if packing is None:
+            known = self._packings.get(layout.shape)
+            if known is None:
                 if len(self._packings) >= _PACKINGS_KEPT:  # policies reloaded many times
                     self._packings.clear()
-                packing = self._packings[layout.shape] = _Packing.of(layout.shape)
+                known = self._packings[layout.shape] = _Packing.of(layout.shape)
+            packing = known
             subjects = layout.subjects
             keys = [subjects[scope] + STATE_SUFFIX for scope in packing.scopes]
         n = len(checks)
