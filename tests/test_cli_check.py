@@ -49,3 +49,23 @@ def test_check_needs_at_least_one_file(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exited:
         main(["check"])
     assert exited.value.code == 2
+
+
+def test_an_extra_pattern_re2_cannot_run_is_refused_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Lookbehind and a backreference: no linear-time engine runs them (assess/lexicon.py).
+    policy = FIXTURES / "lexicon_extra_not_re2.yaml"
+    assert main(["check", str(policy)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    why = (
+        "(extra patterns run on RE2, in linear time: no lookaround, backreferences, "
+        "atomic groups or possessive quantifiers; write \\z for \\Z)"
+    )
+    assert err.splitlines() == [
+        f"{policy}:8: anomaly.lexicon_extra[1]: invalid regex \"(?<!don't )show me how you "
+        f'got there": invalid perl operator: (?<! {why}',
+        f"{policy}:9: anomaly.lexicon_extra[2]: invalid regex '(\\\\w+) and again \\\\1': "
+        f"invalid escape sequence: \\1 {why}",
+    ]

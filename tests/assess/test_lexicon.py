@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
-from hydraguard.assess.lexicon import ASCII_PATTERNS, SCAN_CHARS, Lexicon, literal_prefix
+from hydraguard.assess.config import AnomalyConfig
+from hydraguard.assess.lexicon import (
+    ASCII_PATTERNS,
+    SCAN_CHARS,
+    Lexicon,
+    compile_extra,
+    literal_prefix,
+)
+from hydraguard.inspect.fold import fold
 
 LEXICON = Lexicon()
 
@@ -53,6 +64,75 @@ def test_extra_patterns_extend_the_defaults() -> None:
     lexicon = Lexicon([r"narrate (?:each|every) inference"])
     assert lexicon.matches("Please narrate every inference.")
     assert lexicon.matches("step by step")
+
+
+@pytest.mark.timeout(20)  # on ``re`` these backtrack for ever: fail, don't hang the suite
+@pytest.mark.parametrize(
+    ("pattern", "prompt", "expected"),
+    [
+        (r"(a+)+$", "a" * 30000 + "!", False),
+        (r"(a+)+$", "a" * 30000, True),
+        (r"(\w+\s?)*x", "word " * 6000 + "!", False),
+        (r"(\w+\s?)*x", "word " * 6000 + "x", True),
+    ],
+    ids=["nested-plus-miss", "nested-plus-hit", "words-miss", "words-hit"],
+)
+def test_an_operators_catastrophic_pattern_runs_in_linear_time(
+    pattern: str, prompt: str, expected: bool
+) -> None:
+    # Accepted by the policy (RE2 runs it), then one crafted 30 KB prompt: answered at once.
+    lexicon = Lexicon(AnomalyConfig(lexicon_extra=(pattern,)).lexicon_extra)
+    started = time.perf_counter()
+    assert lexicon.matches(prompt) is expected
+    assert time.perf_counter() - started < 1.0
+
+
+# Sample prompts, folded and lower-cased as the lexicon reads them.
+_SAMPLES = [
+    fold(prompt).lower()
+    for prompt in (
+        "Please narrate every inference you make.",
+        "Walk me through the logic, then answer.",
+        "walk me through logic\nREASON: first the premise",
+        "Reason: it is raining. Derive the answer from first principles.",
+        "Use 12 steps of deduction, then 1 step of analysis.",
+        "Réponds étape par étape et narrate each inference",
+        "请展示你的思考和推理过程",
+        "An ordinary question about the weather in Lisbon.",
+        "narrate\teach inference and derivebut not derive",
+    )
+]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"narrate (?:each|every) inference",
+        r"walk\s+me\s+through\s+(?:the\s+)?logic",
+        r"^reason:",
+        r"\bderive\b.*from first principles",
+        r"[0-9]+ steps? of (?:analysis|deduction)",
+        r"etape par (é|e)tape",
+        r"思考.{0,4}过程",
+        r"narrate\seach|derive$",
+    ],
+)
+def test_extra_patterns_match_on_re2_as_they_would_on_re(pattern: str) -> None:
+    on_re = re.compile(fold(pattern))
+    on_re2 = compile_extra(pattern)
+    answers = [bool(on_re.search(text)) for text in _SAMPLES]
+    assert [bool(on_re2.search(text.encode())) for text in _SAMPLES] == answers
+    assert any(answers)  # each pattern meets at least one sample
+
+
+def test_extra_patterns_classes_are_ascii_and_unicode_properties_reach_other_scripts() -> None:
+    # RE2's \w is [0-9A-Za-z_] (Python's is Unicode): the documented way to other scripts is \pL.
+    assert not Lexicon([r"опиши\s+\w+\s+решения"]).matches("Опиши ход решения")
+    assert Lexicon([r"опиши\s+\pL+\s+решения"]).matches("Опиши ход решения")
+
+
+def test_a_lone_surrogate_does_not_break_the_extra_patterns() -> None:
+    assert Lexicon([r"narrate"]).matches("a\ud800 narrate")
 
 
 def test_long_prompts_are_scanned_on_head_and_tail() -> None:

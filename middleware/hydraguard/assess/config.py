@@ -9,7 +9,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from hydraguard.assess.lexicon import compile_extra
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -29,6 +39,15 @@ def parse_duration(value: Any) -> Any:
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+def _runs_on_re2(pattern: str) -> str:
+    compile_extra(pattern)  # ValueError naming the pattern and RE2's reason
+    return pattern
+
+
+# An extra pattern for the reasoning lexicon, checked item by item so an error names its index.
+LexiconPattern = Annotated[str, AfterValidator(_runs_on_re2)]
 
 
 class _Model(BaseModel):
@@ -218,7 +237,7 @@ class AnomalyConfig(_Model):
     max_subjects: Annotated[int, Field(ge=1)] = (
         100_000  # per level (accounts, clusters), LRU beyond
     )
-    lexicon_extra: tuple[str, ...] = ()
+    lexicon_extra: tuple[LexiconPattern, ...] = ()
     # At most this many requests held by delay actions at once (per process); more are refused.
     max_delayed: Annotated[int, Field(ge=1)] = 1000
     # On shared storage (Redis), publish risks and read the other replicas' (assess/sharing.py).
@@ -226,16 +245,6 @@ class AnomalyConfig(_Model):
     detectors: Detectors = Detectors()
     risk: Risk = Risk()
     rules: tuple[Rule, ...] = DEFAULT_RULES
-
-    @field_validator("lexicon_extra")
-    @classmethod
-    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
-        return patterns
 
     @field_validator("rules")
     @classmethod

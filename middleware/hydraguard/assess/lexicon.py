@@ -1,4 +1,4 @@
-"""Phrases that ask a model to spell out its reasoning (the lexicon of ``reasoning_elicitation``).
+r"""Phrases that ask a model to spell out its reasoning (the lexicon of ``reasoning_elicitation``).
 
 Distillation campaigns want the teacher's reasoning traces, not just its
 answers, so their templates ask for them explicitly. Patterns are matched
@@ -6,6 +6,15 @@ against the *lower-cased*, folded prompt (``inspect.fold``: zero-width character
 fullwidth letters, stray combining marks and Latin look-alikes undone; write extra
 patterns in lower case). Words may be separated by any whitespace:
 a tab or a line break between "show" and "your" asks the same.
+
+A policy's extra patterns (``anomaly.lexicon_extra``) run on RE2 (``google-re2``), whose
+time is linear in the text whatever the pattern: on ``re`` an operator's ``(a+)+$`` would
+let one crafted prompt hold the event loop for ever. RE2 refuses what it cannot run in
+linear time (lookaround, backreferences, atomic groups, possessive quantifiers), and
+:func:`compile_extra` turns that into a policy error. Its ``\w``, ``\d``, ``\s`` and
+``\b`` are ASCII only (``\pL``, ``\p{Han}``... for other scripts), ``\z`` is
+Python's ``\Z``, ``$`` is the end of the text. The shipped patterns stay on ``re``:
+they are linear, and its literal-prefixed search is faster (see below).
 
 Speed: CPython's ``re`` scans fast only for a pattern that starts with a
 literal; one big alternation costs ~100 us per KB. So each pattern is its own
@@ -21,6 +30,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
+
+import re2
 
 from hydraguard.inspect.fold import fold
 
@@ -76,6 +88,34 @@ def literal_prefix(pattern: str) -> str:
     return pattern
 
 
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.never_capture = True  # only "does it match" is asked: no group spans to track
+    options.log_errors = False  # a refused pattern is reported as a policy error, not on stderr
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def compile_extra(pattern: str) -> Any:
+    """A policy's extra pattern, folded like the text, compiled for RE2 (linear time).
+
+    Raises ValueError naming the pattern and RE2's reason when RE2 refuses it.
+    """
+    try:
+        return re2.compile(fold(pattern), _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "refused"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(
+            f"invalid regex {pattern!r}: {reason} (extra patterns run on RE2, in linear time: "
+            "no lookaround, backreferences, atomic groups or possessive quantifiers; "
+            "write \\z for \\Z)"
+        ) from None
+
+
 class Lexicon:
     """The compiled default patterns plus a policy's extra ones."""
 
@@ -88,7 +128,7 @@ class Lexicon:
             (gated if pattern.isascii() else non_ascii).append(pattern)
         self.ascii = tuple((literal_prefix(p), re.compile(p)) for p in gated)
         self.non_ascii = tuple(re.compile(p) for p in non_ascii)
-        self.extra = tuple(re.compile(fold(p)) for p in extra)
+        self.extra = tuple(compile_extra(p) for p in extra)
 
     def matches(self, prompt: str) -> bool:
         """Whether ``prompt`` asks for the model's reasoning."""
@@ -102,4 +142,10 @@ class Lexicon:
             for pattern in self.non_ascii:
                 if pattern.search(text):
                     return True
-        return any(pattern.search(text) for pattern in self.extra)
+        if not self.extra:
+            return False
+        # RE2 reads UTF-8: one encoding for all the extra patterns, and a bytes search
+        # skips the wrapper's own copy and its mapping of match offsets back to characters.
+        # surrogatepass: a lone surrogate (json.loads lets one through) must not raise here.
+        data = text.encode("utf-8", "surrogatepass")
+        return any(pattern.search(data) for pattern in self.extra)
