@@ -9,8 +9,6 @@ import tracemalloc
 import uuid
 from typing import Any
 
-import pytest
-
 from hydraguard.cluster.config import ClusteringConfig
 from hydraguard.cluster.index import ClusterIndex
 from hydraguard.cluster.model import ClusterInfo, ClusterStats
@@ -61,11 +59,12 @@ class MemoryBackend:
 
 
 class Harness:
-    def __init__(self, request: pytest.FixtureRequest) -> None:
-        self.kind: str = request.param
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
         self.merges: Merges = []
         self.splits: Splits = []
         self._closers: list[Any] = []
+        self._keys: dict[int, tuple[Any, str]] = {}  # Redis index -> (client, key prefix)
 
     async def make(self, config: ClusteringConfig | None = None, **raw: Any) -> Any:
         config = config or (ClusteringConfig.model_validate(raw) if raw else ClusteringConfig())
@@ -78,13 +77,15 @@ class Harness:
         client = Redis.from_url(REDIS_URL)
         prefix = f"hg-test-{uuid.uuid4().hex}"
         self._closers.append((client, prefix))
-        return RedisClusterIndex(
+        index = RedisClusterIndex(
             client,
             config,
             prefix=prefix,
             on_merge=lambda old, new: self.merges.append((old, new)),
             on_split=lambda old, new: self.splits.append((old, new)),
         )
+        self._keys[id(index)] = (client, f"{{{prefix}}}:")
+        return index
 
     async def footprint(self) -> tuple[int, dict[str, int]]:
         """Bytes the index holds, and (Redis) its keys with their number of fields.
@@ -104,6 +105,37 @@ class Harness:
             fields[key.removeprefix(f"{{{prefix}}}:")] = await count(key) if count else 1
             used += await client.memory_usage(key)
         return used, fields
+
+    async def held(self, index: Any, account: str) -> list[tuple[str, str]]:
+        """The (signal, value) pairs in the account's seen record, sorted: memory its
+        record list, Redis the fields of its ``seen:A`` hash."""
+        if self.kind == "memory":
+            memory: ClusterIndex = index.index
+            vids = [int(v) for v in memory.seen[memory._accounts[account]][0::2]]
+            return sorted(
+                (memory.signal_names[memory.value_signal[v]], memory.value_text[v]) for v in vids
+            )
+        client, base = self._keys[id(index)]
+        fields = await client.hkeys(f"{base}seen:{account}")
+        return sorted((s, v) for s, _, v in (f.decode().partition("\x1f") for f in fields))
+
+    async def evidence(self, index: Any) -> dict[tuple[str, str], float]:
+        """Pending weak evidence, by pair of account names (the smaller name first)."""
+        if self.kind == "memory":
+            memory: ClusterIndex = index.index
+            names = memory.account_names
+            pairs = {(names[k >> 32], names[k & 0xFFFFFFFF]): w for k, w in memory.evidence.items()}
+        else:
+            client, base = self._keys[id(index)]
+            raw = await client.hgetall(f"{base}ev")
+            pairs = {tuple(k.decode().split("\x1f")): float(w) for k, w in raw.items()}
+        return {(min(p), max(p)): round(w, 9) for p, w in pairs.items()}
+
+    async def redis_calls(self, command: str) -> int:
+        """How many times Redis ran ``command`` so far (scripts' calls included)."""
+        client, _ = self._closers[-1]
+        stats = await client.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
     async def close(self) -> None:
         for client, prefix in self._closers:

@@ -15,6 +15,6 @@ from cluster_harness import Harness
     ]
 )
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    h = Harness(request)
+    h = Harness(request.param)
     yield h
     await h.close()

@@ -63,6 +63,7 @@ def test_header_names_are_lower_cased() -> None:
         ({"client_ip": {"v4_prefix": 40}, "weight": 1}, "less than or equal to 32"),
         ({"header": "x-a", "weight": 1, "colour": "red"}, "Extra inputs are not permitted"),
         ({"header": "x-a", "weight": -1}, "greater than or equal to 0"),
+        ({"header": "x-a", "weight": 1, "max_values_per_account": 0}, "greater than or equal to 1"),
     ],
 )
 def test_invalid_signal_specs_are_rejected(spec: dict[str, object], message: str) -> None:
@@ -100,3 +101,9 @@ def test_invalid_retention_is_rejected(raw: object, message: str) -> None:
 
 def test_the_default_retention_is_90_days() -> None:
     assert ClusteringConfig().retention == 90 * 86400 == load_policy().clustering.retention
+
+
+def test_an_account_holds_64_values_of_a_signal_unless_a_policy_says_otherwise() -> None:
+    assert {spec.max_values_per_account for spec in ClusteringConfig().signals.values()} == {64}
+    spec = SignalSpec.model_validate({"header": "x-a", "weight": 1, "max_values_per_account": 8})
+    assert spec.max_values_per_account == 8

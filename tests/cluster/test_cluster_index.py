@@ -203,6 +203,22 @@ async def test_merges_report_the_absorbed_and_the_surviving_ids(harness: Harness
     assert harness.merges == [([small], big)]
 
 
+async def test_merging_two_clusters_keeps_every_member(harness: Harness) -> None:
+    index = await harness.make()
+    for name in ("a", "b"):
+        await index.observe(name, {PAY: ("card-1",)}, T0)
+    for name in ("c", "d", "e"):
+        await index.observe(name, {PAY: ("card-2",)}, T0)
+    await index.observe("b", {"org": ("acme",)}, T0 + 1)
+    cid = await index.observe("d", {"org": ("acme",)}, T0 + 2)
+    info = await index.explain(cid)
+    assert info is not None and info.members == ("a", "b", "c", "d", "e")
+    # A split replays the links among all of them: detaching e leaves the other four.
+    await index.detach("e")
+    info = await index.explain(await index.cluster_of("a"))
+    assert info is not None and info.members == ("a", "b", "c", "d")
+
+
 async def test_stats_count_clusters_sizes_and_links_without_ids(harness: Harness) -> None:
     index = await harness.make()
     for name in ("a", "b", "c"):

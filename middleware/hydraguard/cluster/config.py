@@ -4,7 +4,10 @@ Two accounts link when the weights of the DISTINCT signal values they share add
 up to ``threshold``; an ``explicit`` signal (an org id) links outright. A value
 shared by more than ``max_fanout`` accounts is "saturated" and stops counting:
 a corporate NAT, a browser's TLS fingerprint or a stock prompt says nothing
-about who runs an account.
+about who runs an account. An account holds at most ``max_values_per_account`` values of
+a signal: one that shows a new device or JA4 on every request, or crosses many subnets,
+lets go of its oldest value for each new one, so its record (and the cost of linking
+it) stays bounded.
 
 The defaults are tuned so that the weak signals a benign crowd shares (client
 subnet 0.3 + JA4 0.2 + one common prompt template 0.3 = 0.8) stay below the
@@ -67,6 +70,8 @@ class SignalSpec(Strict):
     template: TemplateSource | None = None
     weight: Annotated[float, Field(ge=0.0)] = 0.0
     max_fanout: Annotated[int, Field(ge=1)] = 50
+    # Past it, the account's oldest value of this signal is released (release.py).
+    max_values_per_account: Annotated[int, Field(ge=1)] = 64
     ignore_values: tuple[str, ...] = PLACEHOLDERS  # case-insensitive; [] to count them all
     ignore_cidrs: tuple[str, ...] = ()
     explicit: bool = False

@@ -15,6 +15,9 @@ evidence is only kept for pairs sharing a live "weak" value.
   and quotas stay stable, an actor cannot dissolve its cluster by flooding a
   shared value with accounts, and the damage is bounded by ``max_fanout``
   (an operator can ``unlink``).
+* An account holds at most ``max_values_per_account`` values of a signal: before it
+  records one more, its oldest goes (``release.py``), so one account's record, and the
+  cost of every edge it forms, stays bounded however many values it rotates through.
 * ``unlink``/``detach`` record "never link" constraints, which later automatic
   evidence (explicit signals included) respects, and split the component by
   replaying its remaining links.
@@ -36,9 +39,9 @@ from .model import (
     cluster_id,
     size_bucket,
 )
+from .release import EPSILON, make_room, withdraw
 from .retention import FORGOTTEN, IdleQueue, forgettable, release_values
 
-_EPSILON = 1e-9  # weights are floats: 0.1 + 0.2 must still reach 0.3
 # Idle accounts examined per observation: more than the one a new account adds, so the
 # queue of accounts to forget never falls behind, and a bounded cost per request.
 _SWEEP_PER_OBSERVE = 2
@@ -55,12 +58,17 @@ class ClusterIndex:
         self.config = config
         self._on_merge = on_merge
         self._on_split = on_split
-        self._threshold = config.threshold - _EPSILON
+        self._threshold = config.threshold - EPSILON
         specs = list(config.signals.items())
         self.signal_names = [name for name, _ in specs]
         self._signal_ids = {name: i for i, name in enumerate(self.signal_names)}
         self.weights = [spec.value_weight for _, spec in specs]
         self._fanout = [spec.max_fanout for _, spec in specs]
+        self.caps = [spec.max_values_per_account for _, spec in specs]
+        # The length of a seen record from which it may hold a signal's cap of values:
+        # below it, recording a value needs no count (the common case).
+        self._full = [2 * cap for cap in self.caps]
+        self.released = 0  # values let go of at the cap
         self.strong = [spec.explicit or spec.value_weight >= self._threshold for _, spec in specs]
         # values, interned per signal: value -> vid
         self._values: list[dict[str, int]] = [{} for _ in specs]
@@ -122,6 +130,8 @@ class ClusterIndex:
         table = self._values[s]
         vid = table.get(value)
         if vid is None:
+            if len(self.seen[a]) >= self._full[s]:
+                make_room(self, a, s)
             table[value] = vid = self._new_value(s, value, a)
             self.seen[a] += (vid, ts)
             return
@@ -142,10 +152,14 @@ class ClusterIndex:
             assert isinstance(holders, set)
             if a in holders:
                 return
-            if len(holders) >= self._fanout[s]:
+            # A saturated strong value keeps its holders, fewer once some let go of it:
+            # it still links nobody new.
+            if len(holders) >= self._fanout[s] or vid in self.saturated:
                 self._saturate(vid, s, holders)
                 return
             others = holders
+        if len(self.seen[a]) >= self._full[s]:
+            make_room(self, a, s)
         self.seen[a] += (vid, ts)
         if self.strong[s]:
             self._links[self.signal_names[s]] += 1
@@ -182,14 +196,7 @@ class ClusterIndex:
         ordered = sorted(holders)
         for i, x in enumerate(ordered):
             for y in ordered[i + 1 :]:
-                key = (x << 32) | y
-                left = evidence.get(key)
-                if left is None:
-                    continue
-                if left - weight <= _EPSILON:
-                    del evidence[key]
-                else:
-                    evidence[key] = left - weight
+                withdraw(evidence, (x << 32) | y, weight)
         self.holders[vid] = None
 
     def _add_edge(self, key: int, a: int, b: int, ts: float) -> None:
@@ -358,6 +365,7 @@ class ClusterIndex:
             sizes=dict(sizes),
             links_by_signal=dict(self._links),
             saturated_values=len(self.saturated),
+            released_values=self.released,
         )
 
     def _intern(self, account: str) -> int:

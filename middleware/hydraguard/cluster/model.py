@@ -72,3 +72,4 @@ class ClusterStats:
     sizes: dict[str, int] = field(default_factory=dict)  # size bucket -> clusters
     links_by_signal: dict[str, int] = field(default_factory=dict)  # links made, per signal
     saturated_values: int = 0
+    released_values: int = 0  # values accounts let go of at max_values_per_account, ever

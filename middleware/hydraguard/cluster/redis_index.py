@@ -57,6 +57,7 @@ class RedisClusterIndex:
                 repr(spec.value_weight),
                 str(spec.max_fanout),
                 "1" if name in self._strong else "0",
+                str(spec.max_values_per_account),
             )
             for name, spec in config.signals.items()
         }
@@ -84,9 +85,9 @@ class RedisClusterIndex:
         args = [account, repr(ts), repr(self._threshold), "1" if self.config.retention else "0"]
         if self.config.enabled:
             for name, values in signals.items():
-                weight, fanout, strong = self._args[name]
+                weight, fanout, strong, cap = self._args[name]
                 for value in values:
-                    args += (name, value, weight, fanout, strong)
+                    args += (name, value, weight, fanout, strong, cap)
         cid, merges, size = await self._call("observe", *args)
         self._report_merges(merges)
         return _text(cid), int(size)
@@ -162,7 +163,7 @@ class RedisClusterIndex:
         )
 
     async def stats(self) -> ClusterStats:
-        accounts, sizes, links, saturated = await self._call("stats")
+        accounts, sizes, links, saturated, released = await self._call("stats")
         buckets: dict[str, int] = {}
         for size in sizes:
             label = size_bucket(int(size))
@@ -173,4 +174,5 @@ class RedisClusterIndex:
             sizes=buckets,
             links_by_signal={_text(links[i]): int(links[i + 1]) for i in range(0, len(links), 2)},
             saturated_values=int(saturated),
+            released_values=int(released),
         )

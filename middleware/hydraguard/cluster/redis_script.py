@@ -14,6 +14,7 @@ Redis Cluster slot; KEYS[1] names it for routing):
     adj:A set  A's edge partners        nl:A set   accounts A never links with
     roots set  roots of 2+              cids hash  cluster id -> root
     links hash signal -> links made      last zset account -> last seen (retention on)
+    rel  string values released at the per-account cap (max_values_per_account)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ local SEP = '\31'
 local PAR, SZ, ORD, SEQ = B..'par', B..'sz', B..'ord', B..'seq'
 local SAT, FIRST, EV, EDGE, MAN = B..'sat', B..'first', B..'ev', B..'edge', B..'man'
 local ROOTS, CIDS, LINKS, NLANY = B..'roots', B..'cids', B..'links', B..'nlany'
-local LAST = B..'last'
+local LAST, REL = B..'last', B..'rel'
 local EPS = 1e-9
 local merges = {}
 
@@ -79,12 +80,13 @@ local function union(a, b)
   if sk < sg or (sk == sg and ord(gone) < ord(keep)) then
     keep, gone, sk, sg = gone, keep, sg, sk
   end
+  local moved = members(gone)  -- before its size goes: members() reads it
   redis.call('HSET', PAR, gone, keep)
   redis.call('HSET', SZ, keep, sk + sg)
   redis.call('HDEL', SZ, gone)
   local mk = B..'m:'..keep
   if sk == 1 then redis.call('SADD', mk, keep) end
-  add_all(mk, members(gone))
+  add_all(mk, moved)
   redis.call('DEL', B..'m:'..gone)
   redis.call('SREM', ROOTS, gone)
   redis.call('SADD', ROOTS, keep)
@@ -113,29 +115,75 @@ local function add_edge(pk, a, b, ts)
   join(a, b)
 end
 
+-- a value's weight off a pair's pending evidence; nothing left, the entry goes
+local function withdraw(pk, weight)
+  local left = redis.call('HGET', EV, pk)
+  if left then
+    left = tonumber(left) - weight
+    if left <= EPS then redis.call('HDEL', EV, pk) else redis.call('HSET', EV, pk, left) end
+  end
+end
+
 local function saturate(field, vkey, weight, strong)
   redis.call('SADD', SAT, field)
   if strong then return end  -- its holders stay: they are the links a split replays
   local held = redis.call('ZRANGE', vkey, 0, -1)
   for i = 1, #held do
-    for j = i + 1, #held do
-      local pk = pair(held[i], held[j])
-      local left = redis.call('HGET', EV, pk)
-      if left then
-        left = tonumber(left) - weight
-        if left <= EPS then redis.call('HDEL', EV, pk) else redis.call('HSET', EV, pk, left) end
-      end
-    end
+    for j = i + 1, #held do withdraw(pair(held[i], held[j]), weight) end
   end
   redis.call('DEL', vkey)
 end
 
-local function observe_value(a, sig, value, weight, fanout, strong, ts, thr)
+-- The account lets go of value f (release.py): off its holders, withdrawing weight from
+-- its evidence with each co-holder (0: a strong value, which gave none; math.huge: all of
+-- it, the account is forgotten). Links already made stay. The caller edits seen:A.
+local function release(a, f, weight)
+  local vkey = B..'v:'..f
+  if redis.call('ZREM', vkey, a) == 0 then return end  -- a saturated weak value, holders gone
+  local left = redis.call('ZRANGE', vkey, 0, -1)
+  if weight > 0 then
+    for _, b in ipairs(left) do withdraw(pair(a, b), weight) end
+  end
+  if #left == 0 then
+    redis.call('HDEL', FIRST, f)
+    redis.call('SREM', SAT, f)
+  elseif redis.call('HGET', FIRST, f) == a then
+    redis.call('HSET', FIRST, f, left[1])
+  end
+end
+
+-- a is about to record a new value of sig: holding cap of them, its oldest goes (first
+-- seen earliest, ties by field, as make_room in release.py), so that it holds cap - 1.
+-- HLEN first: an account holding fewer values than the cap in all signals together pays
+-- no scan. One pass finds the oldest; another only if the cap was lowered since.
+local function make_room(a, sig, cap, weight)
+  local seen = B..'seen:'..a
+  if redis.call('HLEN', seen) < cap then return end
+  local prefix = sig..SEP
+  while true do
+    local row, held, oldest, first = redis.call('HGETALL', seen), 0, nil, nil
+    for i = 1, #row, 2 do
+      local f = row[i]
+      if string.find(f, prefix, 1, true) == 1 then
+        held = held + 1
+        local t = tonumber(row[i + 1])
+        if not oldest or t < first or (t == first and f < oldest) then oldest, first = f, t end
+      end
+    end
+    if held < cap then return end
+    release(a, oldest, weight)
+    redis.call('HDEL', seen, oldest)
+    redis.call('INCR', REL)
+  end
+end
+
+local function observe_value(a, sig, value, weight, fanout, strong, cap, ts, thr)
   local field = sig..SEP..value
   local vkey = B..'v:'..field
   if redis.call('SISMEMBER', SAT, field) == 1 or redis.call('ZSCORE', vkey, a) then return end
   local n = redis.call('ZCARD', vkey)
   if n > 0 and n >= fanout then return saturate(field, vkey, weight, strong) end
+  make_room(a, sig, cap, strong and 0 or weight)
   redis.call('HSET', B..'seen:'..a, field, ts)
   if n == 0 then
     if strong then redis.call('HSET', FIRST, field, a) end
@@ -239,23 +287,7 @@ end
 
 local function forget(a)
   local seen = B..'seen:'..a
-  for _, f in ipairs(redis.call('HKEYS', seen)) do
-    local vkey = B..'v:'..f
-    if redis.call('ZREM', vkey, a) == 1 then  -- else a saturated weak value, holders gone
-      local left = redis.call('ZRANGE', vkey, 0, -1)
-      local pks = {}  -- its pending evidence with each co-holder, deleted 1000 at a time
-      for i, b in ipairs(left) do pks[i] = pair(a, b) end
-      for i = 1, #pks, 1000 do
-        redis.call('HDEL', EV, unpack(pks, i, math.min(i + 999, #pks)))
-      end
-      if #left == 0 then
-        redis.call('HDEL', FIRST, f)
-        redis.call('SREM', SAT, f)
-      elseif redis.call('HGET', FIRST, f) == a then
-        redis.call('HSET', FIRST, f, left[1])
-      end
-    end
-  end
+  for _, f in ipairs(redis.call('HKEYS', seen)) do release(a, f, math.huge) end
   redis.call('DEL', seen)
   redis.call('HDEL', ORD, a)
 end
@@ -270,9 +302,9 @@ if OP == 'observe' then
   local a, ts, thr = ARGV[3], ARGV[4], tonumber(ARGV[5])
   register(a)
   if ARGV[6] == '1' then redis.call('ZADD', LAST, ts, a) end
-  for i = 7, #ARGV, 5 do
+  for i = 7, #ARGV, 6 do
     observe_value(a, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),
-                  ARGV[i + 4] == '1', ts, thr)
+                  ARGV[i + 4] == '1', tonumber(ARGV[i + 5]), ts, thr)
   end
   local root = find(a)
   return {cid(root), merges, size(root)}
@@ -357,7 +389,8 @@ elseif OP == 'explain' then
 elseif OP == 'stats' then
   local sizes = {}
   for _, r in ipairs(redis.call('SMEMBERS', ROOTS)) do table.insert(sizes, size(r)) end
-  return {redis.call('HLEN', ORD), sizes, redis.call('HGETALL', LINKS), redis.call('SCARD', SAT)}
+  return {redis.call('HLEN', ORD), sizes, redis.call('HGETALL', LINKS), redis.call('SCARD', SAT),
+          tonumber(redis.call('GET', REL)) or 0}
 end
 return redis.error_reply('unknown operation ' .. tostring(OP))
 """

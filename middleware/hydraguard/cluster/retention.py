@@ -3,8 +3,9 @@
 Without it the index keeps every account ever seen. An account is forgotten only when
 nothing ties it to another: it stands alone (cluster of one), has no edge (so no
 operator link) and no never-link constraint. What goes: its entries as a holder of
-values (a value nobody holds any more disappears and its number is reused), the
-pending weak evidence of pairs it is part of, its seen record and cached cluster id.
+values (``release.py``: a value nobody holds any more disappears and its number is
+reused), the pending weak evidence of pairs it is part of, its seen record and cached
+cluster id.
 What stays: its account number, as a few list slots (numbers give the arrival order
 that ties are broken by, as in the Redis index, so they are never reused). An account
 that comes back is a new one.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from .components import pair_key
+from .release import EVERYTHING, release_value
 
 if TYPE_CHECKING:
     from .index import ClusterIndex
@@ -77,22 +78,7 @@ def forgettable(index: ClusterIndex, a: int) -> bool:
 
 
 def release_values(index: ClusterIndex, a: int) -> None:
-    """Take the account off every value it holds, with the pending evidence it gave."""
+    """Take the account off every value it holds, with all the pending evidence it gave."""
     seen = index.seen[a]
     for i in range(0, len(seen), 2):
-        vid = int(seen[i])
-        holders = index.holders[vid]
-        if holders is None:
-            continue  # a saturated weak value: its holders are forgotten already
-        if isinstance(holders, set):
-            holders.discard(a)
-            if not index.strong[index.value_signal[vid]]:
-                for b in holders:
-                    index.evidence.pop(pair_key(a, b), None)
-            if holders and index.first.get(vid) == a:
-                index.first[vid] = min(holders)
-            if len(holders) == 1 and vid not in index.saturated:
-                index.holders[vid] = next(iter(holders))  # as if only that one had shown it
-            if holders:
-                continue
-        index.drop_value(vid)
+        release_value(index, a, int(seen[i]), EVERYTHING)
