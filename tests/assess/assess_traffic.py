@@ -61,14 +61,9 @@ def event(
         "status": 200,
     }
     fields.update(kw)
-    return RequestEvent(
-        ts=ts,
-        account=account,
-        cluster=cluster,
-        prompt=prompt,
-        template=fingerprint(prompt),
-        **fields,
-    )
+    if "template" not in fields:
+        fields["template"] = fingerprint(prompt)
+    return RequestEvent(ts=ts, account=account, cluster=cluster, prompt=prompt, **fields)
 
 
 def chat_user(

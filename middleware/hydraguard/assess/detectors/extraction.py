@@ -10,7 +10,11 @@ reveal the hidden size and more. Distillation of output distributions adds
 
 Each request gets a probe strength (noisy-OR of its parameters); the score is
 the larger of the mean strength over the window and the temperature sweep:
-the most distinct temperatures seen for one template in the window.
+the most distinct temperatures seen for one template in the window. The window's
+(template, temperature) pairs are two typed arrays (under 1 KB), and the sweep is
+counted when the detector is scored, every few observations, and only when the window
+holds enough distinct temperatures for a sweep at all (a dict of temperatures per
+template, kept up to date on every request, held some 20 KB per subject).
 
 Minimum evidence: ``min_events`` requests in the window (a sweep needs at
 least ``sweep_low`` distinct temperatures by construction).
@@ -18,27 +22,31 @@ least ``sweep_low`` distinct temperatures by construction).
 
 from __future__ import annotations
 
+from array import array
+from collections import Counter
 from typing import Any
 
 from hydraguard.assess.config import ExtractionParams
 from hydraguard.assess.detectors.base import Ring, Scope, ramp
 from hydraguard.assess.events import RequestEvent
 
+_MASK64 = (1 << 64) - 1  # a template fingerprint (0 for no text)
+
 
 class ExtractionState:
-    __slots__ = ("pairs", "pos", "strength", "temps", "widths")
+    __slots__ = ("pos", "strength", "temperatures", "templates")
 
     def __init__(self, strength: Ring) -> None:
         self.strength = strength
-        self.pairs: list[tuple[int, float]] = []  # (template, temperature), a ring
+        # A ring of (template, temperature) of the requests that set a temperature.
+        self.templates = array("Q")
+        self.temperatures = array("d")
         self.pos = 0
-        self.temps: dict[int, dict[float, int]] = {}  # template -> temperature -> count
-        self.widths: dict[int, int] = {}  # distinct temperatures -> templates with that many
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "strength": self.strength.to_dict(),
-            "pairs": [[t, temp] for t, temp in self.pairs],
+            "pairs": [[t, temp] for t, temp in zip(self.templates, self.temperatures, strict=True)],
             "pos": self.pos,
         }
 
@@ -77,58 +85,35 @@ class ExtractionParamsDetector:
     def load_state(self, data: dict[str, Any]) -> ExtractionState:
         state = ExtractionState(Ring.from_dict(self.config.window, data.get("strength", {})))
         for template, temperature in data.get("pairs", ())[: self.config.window]:
-            self._add_pair(state, (int(template), float(temperature)))
-        state.pos = int(data.get("pos", 0)) % self.config.window if state.pairs else 0
+            state.templates.append(int(template) & _MASK64)
+            state.temperatures.append(float(temperature))
+        state.pos = int(data.get("pos", 0)) % self.config.window if state.templates else 0
         return state
-
-    @staticmethod
-    def _add_pair(state: ExtractionState, pair: tuple[int, float]) -> None:
-        state.pairs.append(pair)
-        _count(state, pair, +1)
 
     def observe(self, state: ExtractionState, event: RequestEvent) -> None:
         state.strength.push(self.probe_strength(event))
         if event.temperature is None:
             return
-        pair = (event.template, round(event.temperature, 2))
-        if len(state.pairs) < self.config.window:
-            self._add_pair(state, pair)
+        template, temperature = event.template & _MASK64, round(event.temperature, 2)
+        if len(state.templates) < self.config.window:
+            state.templates.append(template)
+            state.temperatures.append(temperature)
             return
-        _count(state, state.pairs[state.pos], -1)
-        _count(state, pair, +1)
-        state.pairs[state.pos] = pair
-        state.pos = (state.pos + 1) % self.config.window
+        pos = state.pos
+        state.templates[pos], state.temperatures[pos] = template, temperature
+        state.pos = 0 if pos + 1 == self.config.window else pos + 1
 
     def score(self, state: ExtractionState, now: float) -> float:
         config = self.config
         probes = 0.0
         if len(state.strength) >= config.min_events:
             probes = ramp(state.strength.mean(), config.low, config.high)
-        widest = max(state.widths) if state.widths else 0
-        return max(probes, ramp(widest, config.sweep_low, config.sweep_high))
+        return max(probes, ramp(self._widest(state), config.sweep_low, config.sweep_high))
 
-
-def _count(state: ExtractionState, pair: tuple[int, float], delta: int) -> None:
-    """Add or remove one (template, temperature) and keep the width histogram in step."""
-    template, temperature = pair
-    seen = state.temps.get(template)
-    if seen is None:
-        seen = state.temps[template] = {}
-    before = len(seen)
-    count = seen.get(temperature, 0) + delta
-    if count:
-        seen[temperature] = count
-    else:
-        del seen[temperature]
-    after = len(seen)
-    if after != before:
-        widths = state.widths
-        if before:
-            if widths[before] > 1:
-                widths[before] -= 1
-            else:
-                del widths[before]
-        if after:
-            widths[after] = widths.get(after, 0) + 1
-        else:
-            del state.temps[template]
+    def _widest(self, state: ExtractionState) -> int:
+        """The most distinct temperatures of one template in the window."""
+        distinct = len(set(state.temperatures))
+        if distinct < self.config.sweep_low:  # no template can have more: scores 0 either way
+            return distinct
+        pairs = set(zip(state.templates, state.temperatures, strict=True))
+        return max(Counter(template for template, _ in pairs).values())
