@@ -426,6 +426,29 @@ async def test_openai_stream_request_gets_include_usage_with_correct_length(
     assert upstream.bodies[2] == raw
 
 
+async def test_a_body_too_deep_to_rewrite_is_refused_and_gives_its_slot_back(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    # Found by tests/test_fuzz_requests.py: orjson reads JSON nested 1024 deep but writes
+    # only 254; the rewrite raised after admission: a 500, with the concurrency slot and
+    # the token reservation kept until the lease expired.
+    upstream = kit.Upstream()
+    g = await guarded(kit.build_upstream(upstream), kit.base_policy(concurrency=1))
+    deep = "[" * 300 + "]" * 300
+    body = json.dumps(CHAT_BODY)[:-1] + ', "stream": true, "metadata": ' + deep + "}"
+    refused = await g.client.post(CHAT, content=body, headers={"x-account-id": "deep"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "body_too_deep"
+    assert upstream.bodies == []
+    usage = await g.usage("deep")
+    assert usage["tier.default.tokens.1000000/minute"] == 0
+    assert usage["tier.default.concurrency"] == 0
+    # Nothing to rewrite (not streamed): it goes through as sent.
+    body = body.replace('"stream": true', '"stream": false')
+    response = await g.client.post(CHAT, content=body, headers={"x-account-id": "deep"})
+    assert response.status_code == 200 and upstream.bodies == [body.encode()]
+
+
 async def test_decision_metrics_have_bounded_labels(guarded: Any, kit: SimpleNamespace) -> None:
     g = await guarded(kit.build_upstream(kit.Upstream()), kit.base_policy(requests="2/minute"))
     account = "acct-do-not-leak-77"

@@ -37,7 +37,7 @@ from .inspect.body import (
 from .inspect.dialect import Dialect
 from .inspect.dialects import DIALECTS
 from .inspect.facts import RequestFacts, capped_max_tokens
-from .inspect.rewrite import rewrite_request
+from .inspect.rewrite import Unwritable, rewrite_request
 from .metrics import Metrics
 from .observe.encodings import readable_accept_encoding
 from .observe.usage import UsageReader, usage_reported_later
@@ -51,7 +51,11 @@ log = logging.getLogger("hydraguard")
 
 
 # The metrics' reason for each error code of a refused body (bounded label values).
-_INVALID_REASONS = {"request_too_large": "body_too_large", "invalid_json": "malformed_json"}
+_INVALID_REASONS = {
+    "request_too_large": "body_too_large",
+    "invalid_json": "malformed_json",
+    "body_too_deep": "body_too_deep",
+}
 
 
 @dataclass(slots=True)
@@ -178,15 +182,23 @@ class Guard:
             if facts is not None:
                 if "accept-encoding" in headers:  # usage must stay readable
                     scope = readable_accept_encoding(scope)
-                body, scope = rewrite_request(
-                    dialect,
-                    facts,
-                    body,
-                    scope,
-                    stream_usage=policy.stream_usage,
-                    cap=decision.output_cap,
-                    strip=decision.strip,
-                )
+                try:
+                    body, scope = rewrite_request(
+                        dialect,
+                        facts,
+                        body,
+                        scope,
+                        stream_usage=policy.stream_usage,
+                        cap=decision.output_cap,
+                        strip=decision.strip,
+                    )
+                except Unwritable as exc:  # nothing is served: its tokens and slots go back
+                    self.gate.settle(decision, 0, self.clock())
+                    message = f"Request body is nested too deeply to be rewritten ({exc})."
+                    await self._invalid(route, dialect, send, 400, message, "body_too_deep")
+                    if note is not None:
+                        self._audit(note, identity, 400, None)
+                    return
                 receive = replay_receive(body, receive)
             if decision.delay and not await self._hold_or_refund(decision):
                 self.metrics.decision(policy.name, route.name, "deny", decision.rule)

@@ -66,6 +66,34 @@ async def test_request_too_large_for_a_limit_says_so(guarded, kit: SimpleNamespa
     assert set((await g.usage("big")).values()) == {0.0}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"max_tokens": "1' + b"0" * 400 + b'"}', id="max_tokens-a-400-digit-string"),
+        pytest.param(b'{"max_tokens": 1e300, "n": 1e300}', id="max_tokens-times-n-past-floats"),
+    ],
+)
+async def test_a_request_asking_past_2_53_tokens_is_refused_as_too_large(
+    guarded, kit: SimpleNamespace, body: bytes
+) -> None:
+    # Found by tests/test_fuzz_requests.py: a reservation past the range of a double raised
+    # OverflowError in memory storage's windows (a 500); on Redis packing it failed, which
+    # counted as a storage failure: five such requests opened the breaker, and with
+    # on_error: open every account's requests were admitted uncounted until it closed.
+    g = await guarded(kit.build_upstream(kit.Upstream()), kit.base_policy())
+    for _ in range(6):  # the breaker opens after 5 failures
+        refused = await g.client.post(
+            "/v1/chat/completions", content=body, headers={"x-account-id": "huge"}
+        )
+        assert refused.status_code == 429
+        assert "alone exceeds" in refused.json()["error"]["message"]
+    assert g.guard.storage.available()
+    assert not g.registry.get_sample_value(
+        "hydraguard_storage_errors_total", {"operation": "acquire"}
+    )
+    assert set((await g.usage("huge")).values()) == {0.0}
+
+
 def test_rules_over_the_same_window_get_their_own_counters(kit: SimpleNamespace) -> None:
     policy = kit.compile_yaml(
         kit.base_policy(requests="1000/minute").replace(

@@ -83,6 +83,30 @@ def test_stream_output_deltas_are_tallied_and_the_final_event_settles(final: str
     assert (tally.input_tokens, tally.output_tokens) == (7, 3)
 
 
+def test_an_item_or_event_type_that_is_not_a_string_is_skipped() -> None:
+    # Found by tests/test_fuzz_*: a list or an object as "type" was looked up in a dict
+    # or a set and raised TypeError (unhashable): a 500 for the request, and a response
+    # cut off in the middle (the exception came out of the app's send).
+    facts = RESPONSES.parse(
+        {
+            "input": [
+                {"type": [1]},
+                {"type": {"a": 1}},
+                {"type": "function_call_output", "output": "42"},
+            ]
+        }
+    )
+    assert facts.extra_chars == 2
+    tally = StreamTally()
+    for event in (
+        {"type": []},
+        {"type": {}},
+        {"type": "response.output_text.delta", "delta": "ab"},
+    ):
+        RESPONSES.stream_event(event, tally)
+    assert (tally.deltas, tally.chars) == (1, 2)
+
+
 def test_a_cap_rewrites_max_output_tokens_and_strip_drops_the_logprobs_include() -> None:
     body = {"input": "x", "max_output_tokens": 5000, "top_logprobs": 5, "stream": True,
             "include": ["reasoning.encrypted_content", "message.output_text.logprobs"]}  # fmt: skip

@@ -232,6 +232,38 @@ def test_anthropic_later_broken_counts_never_erase_known_ones() -> None:
     assert (reader.tally.input_tokens, reader.tally.output_tokens) == (110, 30)
 
 
+def test_a_broken_message_start_never_erases_a_valid_earlier_input() -> None:
+    # Found by tests/test_fuzz_responses.py: a second message_start with a broken count set
+    # the input back to unknown, and the stream was settled from the estimate.
+    body = anthropic_stream(
+        {"type": "message_start", "message": {"usage": {"input_tokens": 10}}},
+        {"type": "message_start", "message": {"usage": {"input_tokens": "x"}}},
+        {"type": "message_delta", "usage": {"output_tokens": 5}},
+    )
+    reader = read("anthropic-messages", SSE, body, 64)
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (10, 5)
+
+
+def test_a_compressed_chunk_that_inflates_to_nothing_does_not_split_a_crlf() -> None:
+    # Found by tests/test_fuzz_responses.py: a streaming gzip writer flushes after every
+    # write (starlette's GZipMiddleware does); when a write ended between CR and LF and the
+    # flush's empty block arrived as a chunk of its own, it inflated to b"", which reset
+    # the "last chunk ended with CR" state: the LF then read as a blank line and cut a
+    # multi-line event in two (usage lost, the stream settled from the estimate).
+    body = OPENAI_STREAM.replace(b"\n", b"\r\n")
+    cut = body.index(b"\r\n", body.index(b"[],")) + 1  # inside the usage event
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    head = packer.compress(body[:cut]) + packer.flush(zlib.Z_SYNC_FLUSH)
+    tail = packer.compress(body[cut:]) + packer.flush()
+    reader = UsageReader(DIALECTS["openai-chat"])
+    reader.start([*SSE, (b"content-encoding", b"gzip")])
+    for chunk in (head[:-4], head[-4:], tail):  # the empty block's 00 00 ff ff alone
+        reader.feed(chunk)
+    reader.finish()
+    assert (reader.tally.input_tokens, reader.tally.output_tokens) == (7, 2)
+    assert reader.bad_events == 0
+
+
 def _finishes_within(seconds: float, work: Callable[[], object]) -> bool:
     """Whether ``work()`` returns within ``seconds`` (a hang guard, not a speed figure: the
     inputs below held the old reader for minutes, the fixed one for well under a second)."""

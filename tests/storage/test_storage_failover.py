@@ -265,6 +265,30 @@ async def test_concurrent_decisions_on_a_slow_redis_time_out_together_then_recov
     assert problems == []
 
 
+async def test_a_request_cancelled_while_its_decision_waits_on_redis_returns_its_lease(
+    guards: list[HydraGuard], server: RedisServer
+) -> None:
+    """Found by tests/test_fuzz_cancellation.py on Redis: a request cancelled (its client
+    gone, an outer timeout) while the admission script was on its way kept the concurrency
+    lease the script took, until the lease expired (600 s): no request owned it to release
+    it. Returned like the lease of an answer that timed out."""
+    guard, _ = guard_on(server, guards, timeout=5.0)
+    async with client_for(guard) as client:
+        assert (await post(client, "gone")).status_code == 200  # connected, scripts loaded
+        async with stalled(server, 0.4):
+            request = asyncio.create_task(post(client, "gone"))
+            await asyncio.sleep(0.1)  # its script waits behind the sleeping server
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+    await guard.drain()
+    plan = guard.guard.gate.planner.plan("gone", "default", 0)
+    values = await guard.storage.primary.usage(plan.checks, time.time())
+    usage = {limit.rule: value for limit, value in zip(plan.limits, values, strict=True)}
+    assert usage["tier.default.concurrency"] == 0
+    assert usage["tier.default.requests.1000/minute"] == 2  # the script ran: counted
+
+
 async def test_a_new_account_does_not_wait_on_a_hung_redis_for_its_link(
     guards: list[HydraGuard], server: RedisServer
 ) -> None:

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from ..identify import Identity
-from ..inspect.facts import RequestFacts, estimate_input_tokens
+from ..inspect.facts import MAX_COUNT, RequestFacts, estimate_input_tokens
 from ..policy.compiled import CompiledPolicy
 from ..storage.base import Charge, Lease, Storage, Verdict, ceil_seconds
 from ..storage.resilient import ResilientStorage
@@ -67,7 +67,11 @@ class Gate:
             if facts.max_tokens is not None
             else policy.tiers[tier].max_output_tokens
         )
-        return estimate, allowance * facts.n
+        # A count past MAX_COUNT (a 400-digit max_tokens, max_tokens x n past a double) is
+        # refused as too large all the same; unbounded, it overflowed the windows' float
+        # arithmetic in memory (a 500) and failed the Redis call, which counts towards the
+        # breaker: five such requests opened it, failing every account open.
+        return min(estimate, MAX_COUNT), min(allowance * facts.n, MAX_COUNT)
 
     async def admit(
         self,

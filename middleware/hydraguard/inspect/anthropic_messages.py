@@ -89,8 +89,9 @@ class AnthropicMessages(Dialect):
         if kind == "message_start":
             message = event.get("message")
             usage = message.get("usage") if isinstance(message, dict) else None
-            if isinstance(usage, dict):
-                into.input_tokens = _input_tokens(usage)
+            found = _input_tokens(usage) if isinstance(usage, dict) else None
+            if found is not None:  # a broken count never erases a valid earlier one
+                into.input_tokens = found
         elif kind == "message_delta":
             usage = event.get("usage")
             if isinstance(usage, dict):

@@ -55,7 +55,8 @@ class OpenAIResponses(OpenAIChat):
                     count += 1
                     texts.append(text_of(item.get("content"), nested))
                     continue
-                field = _DATA_FIELDS.get(item.get("type"))  # type: ignore[arg-type]
+                kind = item.get("type")  # any JSON value: a list is no key
+                field = _DATA_FIELDS.get(kind) if isinstance(kind, str) else None
                 if field is not None:
                     data = item.get(field)
                     if isinstance(data, str):
@@ -95,6 +96,8 @@ class OpenAIResponses(OpenAIChat):
         if not isinstance(event, dict):
             return
         kind = event.get("type")
+        if not isinstance(kind, str):  # a list or an object is no event type (nor hashable)
+            return
         if kind in _OUTPUT_DELTAS:
             tally_text(event.get("delta"), into)
         elif kind in _FINAL:

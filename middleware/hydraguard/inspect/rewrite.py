@@ -12,6 +12,12 @@ from .dialect import Dialect
 from .facts import RequestFacts
 
 
+class Unwritable(ValueError):
+    """A body that needs a rewrite but cannot be written back: orjson reads JSON nested up
+    to 1024 levels deep, and writes up to 254. Forwarding it unchanged would skip a cap or a
+    strip, so it is refused instead."""
+
+
 def rewrite_request(
     dialect: Dialect,
     facts: RequestFacts,
@@ -42,5 +48,8 @@ def rewrite_request(
             changed = True
     if not changed:
         return body, scope
-    body = orjson.dumps(data)
+    try:
+        body = orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:  # nested too deep to write
+        raise Unwritable(str(exc)) from exc
     return body, with_content_length(scope, len(body))

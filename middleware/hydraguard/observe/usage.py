@@ -113,6 +113,8 @@ class UsageReader:
 
     def _take(self, chunk: bytes) -> None:
         """Readable (decoded) body bytes."""
+        if not chunk:  # compressed bytes that inflate to nothing must not end a CRLF
+            return
         self.body_bytes += len(chunk)
         if self._mode == "json":
             if len(self._buffer) + len(chunk) <= _MAX_JSON:

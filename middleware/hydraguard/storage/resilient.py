@@ -117,19 +117,26 @@ class ResilientStorage:
             try:
                 async with asyncio.timeout(self.settings.timeout):
                     verdict = await self.primary.acquire(checks, now, lease_id, lease_ttl, layout)
+            except asyncio.CancelledError:  # the request was cancelled (its client left)
+                self._return_leases(checks, lease_id, now)
+                raise
             except (Exception, TimeoutError) as exc:  # redis errors, timeouts, script errors
                 self._failed("acquire", exc)
                 if isinstance(exc, TimeoutError):
-                    # The script may have run and only its answer be late: return any
-                    # concurrency lease it took (idempotent). Window charges it may have made
-                    # stay, which errs on the side of counting.
-                    leases = [Lease(c.key, lease_id) for c in checks if c.window == 0]
-                    if leases:
-                        self.primary.settle([], leases, now)
+                    self._return_leases(checks, lease_id, now)
             else:
                 self._succeeded(now)
                 return Outcome(verdict, self.primary, None)
         return self._fallback(checks, now, lease_id, lease_ttl)
+
+    def _return_leases(self, checks: Sequence[Check], lease_id: str, now: float) -> None:
+        """An acquire whose answer never came (timed out, or the request was cancelled): the
+        script may have run all the same, so any concurrency lease it took is returned
+        (idempotent); no request would ever release it. Window charges it may have made
+        stay, which errs on the side of counting."""
+        leases = [Lease(c.key, lease_id) for c in checks if c.window == 0]
+        if leases:
+            self.primary.settle([], leases, now)
 
     async def probe(self, wait: float, now: float) -> bool:
         """Ping shared storage; True when it answers within ``wait`` seconds.
