@@ -205,6 +205,11 @@ async def test_block_then_unblock(admin_app: Build) -> None:
     assert (await chat(app)).status_code == 200
     again = await app.client.post("/_hydraguard/accounts/acct-1/unblock", headers=ADMIN)
     assert again.json()["was_blocked"] is False
+    # A block that ran out was no block: lifting it says so (a spent flag read as one).
+    await app.client.post("/_hydraguard/accounts/acct-1/block", json={"seconds": 60}, headers=ADMIN)
+    app.guard.clock.now += 61
+    spent = await app.client.post("/_hydraguard/accounts/acct-1/unblock", headers=ADMIN)
+    assert spent.json()["was_blocked"] is False
     bad_bodies = (
         {"seconds": 0}, {"seconds": -5}, {"seconds": 10**9}, {"seconds": "soon"}, [1],
         {"seconds": None}, {"seconds": [60]}, {"seconds": {}},

@@ -248,7 +248,9 @@ class AdminAPI:
         comes from its cluster's risk stays (the cluster is not pardoned)."""
         account = request.path_params["account"]
         guard = self.guard.guard
-        was = await guard.storage.primary.clear_flag(account_prefix(account) + BLOCK_SUFFIX)
+        was = await guard.storage.primary.clear_flag(
+            account_prefix(account) + BLOCK_SUFFIX, guard.clock()
+        )
         cleared = False
         cluster_blocked = None
         if guard.risk is not None:
@@ -294,7 +296,7 @@ class AdminAPI:
         for start in range(0, len(freed), _BATCH):  # a hydra cluster may have 20,000 members
             batch = freed[start : start + _BATCH]
             was = await asyncio.gather(
-                *(storage.clear_flag(account_prefix(m) + BLOCK_SUFFIX) for m in batch)
+                *(storage.clear_flag(account_prefix(m) + BLOCK_SUFFIX, now) for m in batch)
             )
             lifted.extend(m for m, flagged in zip(batch, was, strict=True) if flagged)
         return JSONResponse(

@@ -259,3 +259,87 @@ async def test_shared_values_are_stored_replaced_expired_and_cleared(
     assert await storage.get_values(["hgtest:{a:w}:risk"]) == [None]
     assert await storage.clear("hgtest:{a:v}") >= 0
     assert await storage.get_values(["hgtest:{a:v}:risk"]) == [None]
+
+
+# --- found by test_storage_parity.py: each fails without its fix -------------------------
+
+
+async def test_a_clock_behind_a_counters_window_counts_into_that_window(
+    make_storage: MakeStorage,
+) -> None:
+    # Replicas whose clocks disagree by a second around a window's end: the one behind
+    # counts into the window the other opened (Redis replaced it with an empty older one),
+    # and reading at its time neither loses nor hides that window (memory's read wiped it).
+    storage = make_storage()
+    check = window_check("skew", 2)
+    assert (await storage.acquire([check], T0 + W + 0.5, "a", 30)).admitted
+    late = await storage.acquire([check], T0 + W - 0.5, "b", 30)
+    assert late.admitted and late.usage == [2.0]
+    assert late.window_ids == [int(T0 // W) + 1]
+    assert await storage.usage([check], T0 + W - 0.5) == [2.0]
+    refused = await storage.acquire([check], T0 + W - 0.5, "c", 30)
+    # Half a second to the counter's window, then as there: 2 of 2 in the current window
+    # fit one more once the previous window weighs 1, 30 s into the next one.
+    assert refused.retry_after == [pytest.approx(0.5 + W + W / 2)]
+    assert refused.reset == [pytest.approx(0.5 + W)]
+    assert await storage.usage([check], T0 + W + 1) == [2.0]
+
+
+async def test_a_counter_moves_to_a_new_window_only_when_charged_in_it(
+    make_storage: MakeStorage,
+) -> None:
+    # A decision that reads a counter in a new window without charging it (here refused in
+    # shadow while its subject's other counter is charged) must not move it there: a clock
+    # a second behind still counts in the old window (memory and Redis stored it rolled).
+    storage = make_storage()
+    await storage.acquire([window_check("{m}:r", 100, 3)], T0 + W - 2, "a", 30)
+    shadowed, tokens = window_check("{m}:r", 1, shadow=True), window_check("{m}:t", 1000, 5)
+    moved = await storage.acquire([shadowed, tokens], T0 + W + 0.5, "b", 30)
+    assert moved.admitted and moved.refusing == [0]
+    late = await storage.acquire([window_check("{m}:r", 100)], T0 + W - 0.5, "c", 30)
+    assert late.window_ids == [int(T0 // W)]
+    assert late.usage == [4.0]
+
+
+async def test_usage_is_a_pure_read(make_storage: MakeStorage) -> None:
+    # Reading ahead must not purge leases still live now (memory's read did).
+    storage = make_storage()
+    slots = lease_check("pure", 3)
+    await storage.acquire([slots], T0, "a", 30)
+    assert await storage.usage([slots], T0 + 60) == [0.0]
+    assert await storage.usage([slots], T0 + 1) == [1.0]
+
+
+async def test_a_decision_counts_only_live_leases(make_storage: MakeStorage) -> None:
+    # A lease past its TTL is not held (memory reported it while the set was not full).
+    storage = make_storage()
+    slots = lease_check("live", 3)
+    await storage.acquire([slots], T0, "dead-process", 1)
+    verdict = await storage.acquire([slots], T0 + 2, "b", 30)
+    assert verdict.admitted and verdict.usage == [1.0]
+
+
+async def test_a_settlement_judges_leases_by_its_own_clock(make_storage: MakeStorage) -> None:
+    # Redis applied every batch with the latest `now` any earlier batch had: once the
+    # clock stepped back, releasing one lease dropped the others as expired.
+    storage = make_storage()
+    slots = lease_check("settle-clock", 5)
+    storage.settle([], [Lease(slots.key, "gone")], T0 + 100)
+    await storage.drain()
+    assert (await storage.acquire([slots], T0 + 10, "a", 30)).admitted
+    assert (await storage.acquire([slots], T0 + 10, "b", 30)).admitted
+    storage.settle([], [Lease(slots.key, "b")], T0 + 11)
+    await storage.drain()
+    assert await storage.usage([slots], T0 + 12) == [1.0]
+
+
+async def test_lifting_a_spent_block_lifts_none(make_storage: MakeStorage) -> None:
+    # clear_flag said True for a flag past its time (the admin API's was_blocked).
+    storage = make_storage()
+    flag = Check("hgtest:{f}:b", 1, -1, 1)
+    await storage.set_flag(flag.key, 5, T0)
+    assert not await storage.clear_flag(flag.key, T0 + 10)
+    await storage.set_flag(flag.key, 5, T0 + 20)
+    assert not (await storage.acquire([flag], T0 + 21, "l", 30)).admitted
+    assert await storage.clear_flag(flag.key, T0 + 21)
+    assert (await storage.acquire([flag], T0 + 22, "l", 30)).admitted

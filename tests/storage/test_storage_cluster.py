@@ -70,6 +70,57 @@ async def test_a_refusal_in_a_later_slot_undoes_the_earlier_ones(storage_uri: st
     await storage.aclose()
 
 
+async def test_a_refusal_reports_every_slots_usage_and_wait(storage_uri: str) -> None:
+    # The slots after the refusing one are asked what they would answer, reserving nothing:
+    # they reported no usage and no wait, so Retry-After could name a time at which a later
+    # slot still refused (a single script reports every check).
+    storage = RedisStorage(storage_uri, timeout=5.0)
+    account, cluster = Check("hg:{a:r}:r60", 1, 60, 1), Check("hg:{c:r}:r60", 3, 60, 1)
+    assert (
+        await storage.acquire([account, Check(cluster.key, 3, 60, 3)], T0 + 1, "l1", 30)
+    ).admitted
+    refused = await storage.acquire([account, cluster], T0 + 2, "l2", 30)
+    assert not refused.admitted and refused.refusing == [0, 1]
+    assert refused.usage == [1.0, 3.0]
+    assert refused.retry_after[1] == pytest.approx(58 + 60 * (1 - 2 / 3))
+    assert refused.window_ids == [int(T0 // 60)] * 2
+    assert await storage.usage([account, cluster], T0 + 2) == [1.0, 3.0]
+    await storage.aclose()
+
+
+async def test_a_shadow_refusal_in_one_slot_undoes_the_shadow_charges_of_the_others(
+    storage_uri: str,
+) -> None:
+    # A decision charges shadow checks only when every check fits; by slot, a slot where
+    # all fitted kept its shadow charges (and its shadow lease, which Gate.settle then never
+    # released) while another slot's shadow check refused.
+    storage = RedisStorage(storage_uri, timeout=5.0)
+    account = Check("hg:{a:s}:r60", 10, 60, 1, shadow=True)
+    slots = Check("hg:{a:s}:c", 10, 0, 1, shadow=True)
+    cluster = Check("hg:{c:s}:r60", 1, 60, 2, shadow=True)  # more than its limit: refuses
+    verdict = await storage.acquire([account, slots, cluster], T0 + 1, "l1", 30)
+    assert verdict.admitted and verdict.refusing == [2]
+    assert verdict.usage == [0.0, 0.0, 0.0]
+    assert await storage.usage([account, slots, cluster], T0 + 1) == [0.0, 0.0, 0.0]
+    await storage.aclose()
+
+
+async def test_undoing_a_refusal_refunds_only_what_was_charged(storage_uri: str) -> None:
+    # In a slot where a shadow check refused, its other shadow checks were not charged:
+    # undoing the decision refunded them too, taking another request off their count.
+    storage = RedisStorage(storage_uri, timeout=5.0)
+    counted = Check("hg:{a:u}:r60", 10, 60, 1, shadow=True)
+    tight = Check("hg:{a:u}:t60", 1, 60, 2, shadow=True)  # refuses, in shadow
+    everyone = Check("hg:{g}:r60", 1, 60, 1)
+    assert (await storage.acquire([Check(counted.key, 10, 60, 1)], T0 + 1, "l0", 30)).admitted
+    assert (await storage.acquire([everyone], T0 + 1, "l1", 30)).admitted  # global now full
+    refused = await storage.acquire([counted, tight, everyone], T0 + 2, "l2", 30)
+    assert not refused.admitted and refused.refusing == [1, 2]
+    assert refused.usage == [1.0, 0.0, 1.0]
+    assert await storage.usage([counted, tight], T0 + 2) == [1.0, 0.0]
+    await storage.aclose()
+
+
 async def test_a_batch_of_settlements_over_many_slots_settles_every_one(
     storage_uri: str,
 ) -> None:

@@ -119,8 +119,8 @@ async def test_block_flag_lives_in_the_subject_state(storage: RedisStorage) -> N
     refused = await storage.acquire([flag, window], T0 + 10, "l", 30)
     assert not refused.admitted and refused.retry_after[0] == pytest.approx(20.0)
     assert await storage.flag_ttl(flag.key, T0 + 10) == pytest.approx(20.0)
-    assert await storage.clear_flag(flag.key)
-    assert not await storage.clear_flag(flag.key)
+    assert await storage.clear_flag(flag.key, T0 + 10)
+    assert not await storage.clear_flag(flag.key, T0 + 10)
     assert await storage.flag_ttl(flag.key, T0 + 10) is None
     assert (await storage.acquire([flag, window], T0 + 11, "l", 30)).admitted
 
@@ -136,7 +136,7 @@ async def test_clear_reaches_into_a_subject_state(storage: RedisStorage) -> None
 
 async def test_lifting_the_last_flag_deletes_the_state(storage: RedisStorage) -> None:
     await storage.set_flag("hg:{a:f}:b", 30, T0)
-    assert await storage.clear_flag("hg:{a:f}:b")
+    assert await storage.clear_flag("hg:{a:f}:b", T0)
     assert await keys(storage) == []
 
 

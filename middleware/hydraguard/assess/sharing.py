@@ -144,7 +144,7 @@ class RiskSharing:
         pardons = values[len(wanted) :]
         for (scope, name, key), raw, pardon in zip(wanted, values, pardons, strict=False):
             if pardon is not None:
-                await self._heard_pardon(scope, name, pardon)
+                await self._heard_pardon(scope, name, pardon, now)
             if raw is None:
                 self._read[key] = now + REFRESH_NONE
                 continue
@@ -157,7 +157,7 @@ class RiskSharing:
                 continue
             self.risk.absorb(scope, name, risk, ts, parts, now)
 
-    async def _heard_pardon(self, scope: Scope, name: str, raw: bytes) -> None:
+    async def _heard_pardon(self, scope: Scope, name: str, raw: bytes, now: float) -> None:
         """Another replica's operator unblock: clear this one's evidence, and the block flag
         this replica may have set again on it meanwhile (once per unblock)."""
         try:
@@ -168,7 +168,7 @@ class RiskSharing:
         if subject is None or at <= subject.pardoned:
             return
         if self.risk.unblock(scope, name, at) and scope == "account":
-            await self.storage.clear_flag(account_prefix(name) + BLOCK_SUFFIX)
+            await self.storage.clear_flag(account_prefix(name) + BLOCK_SUFFIX, now)
 
     # -- background -------------------------------------------------------------
 

@@ -123,8 +123,9 @@ class Storage(ABC):
         """Create a block flag that refuses checks on ``key`` for ``seconds``."""
 
     @abstractmethod
-    async def clear_flag(self, key: str) -> bool:
-        """Remove a block flag; True when there was one."""
+    async def clear_flag(self, key: str, now: float) -> bool:
+        """Remove a block flag; True when there was one in force at ``now`` (a spent one is
+        removed too, but lifts no block)."""
 
     @abstractmethod
     async def flag_ttl(self, key: str, now: float) -> float | None:
@@ -178,6 +179,25 @@ def window_usage(
     if not sliding:
         return current
     return previous * (window - elapsed) / window + current
+
+
+def counter_at(
+    stored_id: float, current: float, previous: float, now: float, window: int
+) -> tuple[int, float, float, float]:
+    """(window id, current, previous, elapsed) of a counter stored as ``[stored_id, current,
+    previous]``, read at ``now`` without changing it. A counter whose window is ahead of
+    ``now``'s (the clock stepped back: replicas whose clocks disagree, a decision made after
+    a later one) is read as at the start of its own window, as acquire counts into it: its
+    counts are kept, never wiped or hidden."""
+    window_id = int(now // window)
+    if stored_id > window_id:
+        return int(stored_id), current, previous, 0.0
+    elapsed = now - window_id * window
+    if stored_id == window_id:
+        return window_id, current, previous, elapsed
+    if stored_id == window_id - 1:
+        return window_id, 0.0, current, elapsed
+    return window_id, 0.0, 0.0, elapsed
 
 
 def retry_after(

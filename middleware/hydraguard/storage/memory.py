@@ -5,7 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .base import Charge, Check, KeyLayout, Lease, Storage, Verdict, retry_after, window_usage
+from .base import (
+    Charge,
+    Check,
+    KeyLayout,
+    Lease,
+    Storage,
+    Verdict,
+    counter_at,
+    retry_after,
+    window_usage,
+)
 
 Entry = tuple[float, float, float, int]
 _SWEEP_EVERY = 50_000  # operations between sweeps of idle counters
@@ -70,19 +80,22 @@ class MemoryStorage(Storage):
                 window_id, elapsed, left = found
                 entry = get_window(key)
                 if entry is None or entry[0] < window_id:
-                    entry = self._roll(key, entry, window_id, window)
+                    entry = self._roll(entry, window_id, window)
                 wid, current, previous, span = entry
+                behind = 0.0
                 if wid > window_id:
-                    # The clock stepped back (out-of-order log lines in a replay): count into
-                    # the newer window rather than wiping it.
+                    # The clock is behind the counter's window (replicas whose clocks
+                    # disagree, a decision made after a later one): count into that window,
+                    # read at its start, rather than wiping it; waits count from now.
+                    behind = wid * window - now
                     window_id, elapsed, left = int(wid), 0.0, float(window)
                 staged[key] = (wid, current + cost, previous, span)
                 used = previous * left / window + current if sliding else current
                 after = reserved[i] = used + cost
-                resets[i] = left
+                resets[i] = left + behind
                 window_ids[i] = window_id
                 if after > check.limit:
-                    wait = retry_after(
+                    wait = behind + retry_after(
                         previous, current, elapsed, window, check.limit, cost, sliding
                     )
             elif window == 0:
@@ -117,11 +130,11 @@ class MemoryStorage(Storage):
 
     def _leases_held(self, check: Check, now: float) -> float:
         held = self._leases.get(check.key)
-        used = float(len(held)) if held else 0.0
-        if used + check.cost > check.limit:
-            # Only a full lease set is worth purging of leases from dead processes.
-            used = float(len(self._live_leases(check.key, now)))
-        return used
+        if not held:
+            return 0.0
+        if min(held.values()) <= now:  # leases of dead processes (or past their TTL): purged
+            held = self._live_leases(check.key, now)
+        return float(len(held))
 
     def _lease_wait(self, key: str, now: float) -> float:
         """Seconds until the first live lease of a full set expires."""
@@ -169,25 +182,29 @@ class MemoryStorage(Storage):
                     del self._leases[lease.key]
 
     async def usage(self, checks: Sequence[Check], now: float) -> list[float]:
+        # A pure read: reading at some time must not change what a decision at another sees.
         out: list[float] = []
         for check in checks:
             if check.window == -1:
                 out.append(0.0)
-                continue
-            if check.window == 0:
-                out.append(float(len(self._live_leases(check.key, now))))
-                continue
-            window_id = int(now // check.window)
-            current, previous = self._counts(check.key, window_id, check.window)
-            elapsed = now - window_id * check.window
-            out.append(window_usage(previous, current, elapsed, check.window, self.sliding))
+            elif check.window == 0:
+                held = self._leases.get(check.key) or {}
+                out.append(float(sum(1 for expiry in held.values() if expiry > now)))
+            elif (entry := self._windows.get(check.key)) is None:
+                out.append(0.0)
+            else:
+                _, current, previous, elapsed = counter_at(
+                    entry[0], entry[1], entry[2], now, check.window
+                )
+                out.append(window_usage(previous, current, elapsed, check.window, self.sliding))
         return out
 
     async def set_flag(self, key: str, seconds: float, now: float) -> None:
         self._flags[key] = now + seconds
 
-    async def clear_flag(self, key: str) -> bool:
-        return self._flags.pop(key, None) is not None
+    async def clear_flag(self, key: str, now: float) -> bool:
+        until = self._flags.pop(key, None)
+        return until is not None and until > now
 
     async def flag_ttl(self, key: str, now: float) -> float | None:
         until = self._flags.get(key)
@@ -225,16 +242,18 @@ class MemoryStorage(Storage):
     async def merge_windows(
         self, sources: Sequence[str], target: str, window: int, now: float
     ) -> None:
-        window_id = int(now // window)
-        add_current = add_previous = 0.0
+        # Window by window (see add_usage): the sources are read as usage() reads them.
+        added: list[tuple[str, int, int, float]] = []
         for key in sources:
-            if key == target or key not in self._windows:
+            entry = self._windows.get(key)
+            if key == target or entry is None:
                 continue
-            current, previous = self._counts(key, window_id, window)
-            add_current += current
-            add_previous += previous
-        current, previous = self._counts(target, window_id, window)
-        self._windows[target] = (window_id, current + add_current, previous + add_previous, window)
+            window_id, current, previous, _ = counter_at(entry[0], entry[1], entry[2], now, window)
+            added += (
+                (target, window, window_id, current),
+                (target, window, window_id - 1, previous),
+            )
+        await self.add_usage([entry for entry in added if entry[3]])
 
     async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
         for key, window, window_id, amount in entries:
@@ -251,20 +270,14 @@ class MemoryStorage(Storage):
                     window,
                 )
 
-    def _roll(self, key: str, entry: Entry | None, window_id: int, window: int) -> Entry:
-        """The counter as of ``window_id``: the current count becomes the previous one."""
+    @staticmethod
+    def _roll(entry: Entry | None, window_id: int, window: int) -> Entry:
+        """The counter as of ``window_id``: the current count becomes the previous one. Only
+        a charge stores it: a counter's window is the newest one counted in, which a clock
+        behind it counts into (see acquire_now), so a read or a refusal must not move it."""
         if entry is None:
-            rolled: Entry = (window_id, 0.0, 0.0, window)
-        else:
-            rolled = (window_id, 0.0, entry[1] if entry[0] == window_id - 1 else 0.0, window)
-        self._windows[key] = rolled
-        return rolled
-
-    def _counts(self, key: str, window_id: int, window: int) -> tuple[float, float]:
-        entry = self._windows.get(key)
-        if entry is None or entry[0] != window_id:
-            entry = self._roll(key, entry, window_id, window)
-        return entry[1], entry[2]
+            return (window_id, 0.0, 0.0, window)
+        return (window_id, 0.0, entry[1] if entry[0] == window_id - 1 else 0.0, window)
 
     def _live_leases(self, key: str, now: float) -> dict[str, float]:
         held = self._leases.get(key)

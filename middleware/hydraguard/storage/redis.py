@@ -26,7 +26,17 @@ from redis.exceptions import NoScriptError
 from ..background import Background
 from ..errors import StorageError
 from ..urls import shown
-from .base import Charge, Check, CheckShape, KeyLayout, Lease, Storage, Verdict, window_usage
+from .base import (
+    Charge,
+    Check,
+    CheckShape,
+    KeyLayout,
+    Lease,
+    Storage,
+    Verdict,
+    counter_at,
+    window_usage,
+)
 from .redis_cluster_guard import guard_cluster_client
 from .redis_connections import DirectConnections
 from .redis_packing import fast_connection_class
@@ -77,16 +87,12 @@ def split_key(key: str) -> tuple[str, str]:
     return key, ""
 
 
-def _window_counts(entry: Any, window_id: int) -> tuple[float, float]:
-    """(current, previous) counts at ``window_id`` from a limit's [id, current, previous]."""
+def _window_counts(entry: Any, now: float, window: int) -> tuple[int, float, float, float]:
+    """A limit's [id, current, previous] read at ``now`` (see base.counter_at)."""
     if not isinstance(entry, list):
-        return 0.0, 0.0
+        return int(now // window), 0.0, 0.0, now - int(now // window) * window
     stored, current, previous = entry
-    if stored == window_id:
-        return float(current), float(previous)
-    if stored == window_id - 1:
-        return 0.0, float(current)
-    return 0.0, 0.0
+    return counter_at(int(stored), float(current), float(previous), now, window)
 
 
 @cache
@@ -252,7 +258,10 @@ class RedisStorage(Storage):
         lease_id: str,
         lease_ttl: float,
         layout: KeyLayout | None = None,
+        dry: bool = False,
     ) -> Verdict:
+        """One script call over checks of one slot; ``dry``: what it would answer, reserving
+        nothing (a Cluster's groups after a refusing one)."""
         # The numbers travel packed, the fields as arguments of their own and each subject's
         # key once (see acquire.lua): decoding all of it as JSON took a third of the script.
         # A plan's checks (admit/plan.py) come with their key layout, whose shape's part of
@@ -272,7 +281,7 @@ class RedisStorage(Storage):
         packed = packing.head + _doubles(3 + 2 * n).pack(
             now,
             lease_ttl,
-            self.sliding,
+            self.sliding + 2 * dry,
             *[check.limit for check in checks],
             *[check.cost for check in checks],
         )
@@ -288,17 +297,28 @@ class RedisStorage(Storage):
                 *packing.fields,
             )
         )
-        answer = _doubles(1 + 2 * n).unpack(reply)
-        admitted = answer[0] == 1
         windows = packing.windows
-        # Window ids and resets follow from `now` alone, as in the script.
+        if len(reply) == 8 * (1 + 2 * n):
+            answer = _doubles(1 + 2 * n).unpack(reply)
+            # Window ids and resets follow from `now` alone, as in the script.
+            resets = [w - now % w if w > 0 else 0.0 for w in windows]
+            window_ids = [int(now // w) if w > 0 else 0 for w in windows]
+        else:  # a counter's window was ahead of `now`'s: the script says which (acquire.lua)
+            answer = _doubles(1 + 3 * n).unpack(reply)
+            window_ids = [int(i) for i in answer[2 * n + 1 :]]
+            resets = [
+                # As memory's: a whole window from the counter's window start, and the way there.
+                (float(w) + (i * w - now) if i > now // w else w - now % w) if w > 0 else 0.0
+                for w, i in zip(windows, window_ids, strict=True)
+            ]
+        admitted = answer[0] == 1
         return Verdict(
             admitted,
             admitted,
             list(answer[1 : n + 1]),
-            list(answer[n + 1 :]),
-            [w - now % w if w > 0 else 0.0 for w in windows],
-            [int(now // w) if w > 0 else 0 for w in windows],
+            list(answer[n + 1 : 2 * n + 1]),
+            resets,
+            window_ids,
         )
 
     async def _decide(self, command: tuple[Any, ...]) -> Any:
@@ -385,38 +405,58 @@ class RedisStorage(Storage):
     async def _acquire_by_slot(
         self, checks: Sequence[Check], now: float, lease_id: str, lease_ttl: float
     ) -> Verdict:
-        # Redis Cluster runs a script on one slot: one round trip per hash tag. A later
-        # group refusing undoes the earlier groups' reservations, so the result stays
-        # all-or-nothing (others may briefly see the undone reservation).
+        # Redis Cluster runs a script on one slot: one round trip per hash tag. The result is
+        # the one a single script would give (others may briefly see what is undone here):
+        # a later group refusing undoes the earlier groups' reservations, and the groups
+        # after it are asked what they would answer (reserving nothing), so every check's
+        # usage and wait is reported; a shadow check refusing anywhere undoes the shadow
+        # checks the other groups charged (a decision charges them only when all fit).
         groups: dict[str, list[int]] = {}
         for i, check in enumerate(checks):
             groups.setdefault(hash_tag(check.key), []).append(i)
         n = len(checks)
         merged = Verdict(True, True, [0.0] * n, [0.0] * n, [0.0] * n, [0] * n)
+        asked: list[tuple[list[int], Verdict]] = []
         taken: list[tuple[list[int], Verdict]] = []
-        for indexes in groups.values():
+        pending = list(groups.values())
+        for g, indexes in enumerate(pending):
             part = await self._acquire_group([checks[i] for i in indexes], now, lease_id, lease_ttl)
+            asked.append((indexes, part))
+            if not part.admitted:
+                merged.admitted = merged.charged = False
+                rest = pending[g + 1 :]
+                parts = await asyncio.gather(
+                    *(
+                        self._acquire_group([checks[i] for i in group], now, lease_id, 0, dry=True)
+                        for group in rest
+                    )
+                )
+                asked += zip(rest, parts, strict=True)
+                break
+            taken.append((indexes, part))
+        for indexes, part in asked:
             for j, i in enumerate(indexes):
                 merged.usage[i], merged.retry_after[i] = part.usage[j], part.retry_after[j]
                 merged.reset[i], merged.window_ids[i] = part.reset[j], part.window_ids[j]
-            if not part.admitted:
-                merged.admitted = merged.charged = False
-                break
-            taken.append((indexes, part))
-        if not merged.admitted:
-            for indexes, part in taken:
-                charges = [
-                    Charge(checks[i].key, checks[i].window, merged.window_ids[i], -checks[i].cost)
-                    for j, i in enumerate(indexes)
-                    # A shadow check that did not fit was not charged.
-                    if checks[i].window > 0 and not (checks[i].shadow and part.retry_after[j] > 0)
-                ]
-                leases = [
-                    Lease(checks[i].key, lease_id)
-                    for j, i in enumerate(indexes)
-                    if checks[i].window == 0 and not (checks[i].shadow and part.retry_after[j] > 0)
-                ]
-                await self._settle_now(charges, leases, now)
+        shadow_refused = any(merged.retry_after)
+        undone: list[int] = []
+        for indexes, part in taken:
+            group_fit = not any(part.retry_after)
+            for i in indexes:
+                check = checks[i]
+                if check.window < 0 or (check.shadow and not group_fit):
+                    continue  # nothing was reserved for it
+                if not merged.admitted or (check.shadow and shadow_refused):
+                    undone.append(i)
+                    merged.usage[i] -= check.cost
+        if undone:
+            charges = [
+                Charge(checks[i].key, checks[i].window, merged.window_ids[i], -checks[i].cost)
+                for i in undone
+                if checks[i].window > 0
+            ]
+            leases = [Lease(checks[i].key, lease_id) for i in undone if checks[i].window == 0]
+            await self._settle_now(charges, leases, now)
         return merged
 
     def settle(self, charges: Sequence[Charge], leases: Sequence[Lease], now: float) -> None:
@@ -433,7 +473,9 @@ class RedisStorage(Storage):
 
     async def _send_settlements(self) -> None:
         changes, self._settlements = self._settlements, []
-        now = self._settle_at
+        # The latest `now` of this batch only: a later batch must not judge leases by an
+        # earlier batch's clock (after the clock stepped back, live leases were dropped).
+        now, self._settle_at = self._settle_at, 0.0
         for start in range(0, len(changes), _SETTLE_BATCH):
             batch = changes[start : start + _SETTLE_BATCH]
             try:
@@ -504,29 +546,28 @@ class RedisStorage(Storage):
                 live = entry.values() if isinstance(entry, dict) else ()
                 out.append(float(sum(1 for expiry in live if expiry > now)))
             else:
-                window_id = int(now // check.window)
-                current, previous = _window_counts(entry, window_id)
-                elapsed = now - window_id * check.window
+                _, current, previous, elapsed = _window_counts(entry, now, check.window)
                 out.append(window_usage(previous, current, elapsed, check.window, self.sliding))
         return out
 
     async def merge_windows(
         self, sources: Sequence[str], target: str, window: int, now: float
     ) -> None:
-        window_id = int(now // window)
         sources = [key for key in sources if key != target]
         if not sources:
             return
         states = await self._states(sources)
-        counts = [
-            _window_counts(states[state_key].get(field), window_id)
-            for state_key, field in map(split_key, sources)
-        ]
-        current = sum(c for c, _ in counts)
-        previous = sum(p for _, p in counts)
-        await self._add(
-            [(target, window, window_id, current), (target, window, window_id - 1, previous)], now
-        )
+        added: list[tuple[str, int, int, float]] = []
+        # Window by window, as MemoryStorage.merge_windows: each source as usage() reads it.
+        for state_key, field in map(split_key, sources):
+            window_id, current, previous, _ = _window_counts(
+                states[state_key].get(field), now, window
+            )
+            added += (
+                (target, window, window_id, current),
+                (target, window, window_id - 1, previous),
+            )
+        await self._add(added, now)
 
     async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
         await self._add(entries, time.time())
@@ -543,8 +584,8 @@ class RedisStorage(Storage):
     async def set_flag(self, key: str, seconds: float, now: float) -> None:
         await self._change([(3, key, 0, 0, seconds)], now)
 
-    async def clear_flag(self, key: str) -> bool:
-        return await self._change([(4, key, 0, 0, 0)], time.time()) > 0
+    async def clear_flag(self, key: str, now: float) -> bool:
+        return await self._change([(4, key, 0, 0, 0)], now) > 0
 
     async def flag_ttl(self, key: str, now: float) -> float | None:
         state_key, field = split_key(key)

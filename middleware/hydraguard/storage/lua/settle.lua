@@ -7,11 +7,11 @@
 --   1  add usage (owed usage after an outage, merged clusters): may start the window;
 --   2  release the lease whose id is in place of the window id;
 --   3  set a block flag for `amount` seconds;
---   4  remove the field (a block flag lifted);
+--   4  remove the field (a block flag lifted; counted when it was in force at now);
 --   5  remove every field whose name starts with `field` (an admin reset).
 -- Counts never go below 0. The key's TTL only ever grows (see ~e in acquire.lua); a key
 -- left with nothing but its expiry mark is deleted.
--- Returns how many fields modes 4 and 5 removed.
+-- Returns how many fields modes 4 (flags in force) and 5 removed.
 local spec = cjson.decode(ARGV[1])
 local now = spec[1]
 
@@ -47,7 +47,7 @@ for b = 2, #spec, 6 do
     if held then
       s[f] = nil
       dirty[k] = true
-      removed = removed + 1
+      if type(held) == 'number' and held > now then removed = removed + 1 end
     end
   elseif mode == 5 then
     local doomed = {}
