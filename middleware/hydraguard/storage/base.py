@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -198,6 +198,18 @@ def counter_at(
     if stored_id == window_id - 1:
         return window_id, 0.0, current, elapsed
     return window_id, 0.0, 0.0, elapsed
+
+
+def merged_entries(
+    target: str, window: int, counters: Iterable[tuple[int, float, float, float]]
+) -> list[tuple[str, int, int, float]]:
+    """What merging counters (``counter_at``'s answers) into ``target`` adds, window by
+    window: each counter's current count into its window, its previous into the one before
+    (entries for ``add_usage``)."""
+    added: list[tuple[str, int, int, float]] = []
+    for window_id, current, previous, _ in counters:
+        added += ((target, window, window_id, current), (target, window, window_id - 1, previous))
+    return added
 
 
 def retry_after(

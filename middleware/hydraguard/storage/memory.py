@@ -13,6 +13,7 @@ from .base import (
     Storage,
     Verdict,
     counter_at,
+    merged_entries,
     retry_after,
     window_usage,
 )
@@ -243,17 +244,12 @@ class MemoryStorage(Storage):
         self, sources: Sequence[str], target: str, window: int, now: float
     ) -> None:
         # Window by window (see add_usage): the sources are read as usage() reads them.
-        added: list[tuple[str, int, int, float]] = []
-        for key in sources:
-            entry = self._windows.get(key)
-            if key == target or entry is None:
-                continue
-            window_id, current, previous, _ = counter_at(entry[0], entry[1], entry[2], now, window)
-            added += (
-                (target, window, window_id, current),
-                (target, window, window_id - 1, previous),
-            )
-        await self.add_usage([entry for entry in added if entry[3]])
+        counters = [
+            counter_at(entry[0], entry[1], entry[2], now, window)
+            for key in sources
+            if key != target and (entry := self._windows.get(key)) is not None
+        ]
+        await self.add_usage([e for e in merged_entries(target, window, counters) if e[3]])
 
     async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
         for key, window, window_id, amount in entries:

@@ -35,6 +35,7 @@ from .base import (
     Storage,
     Verdict,
     counter_at,
+    merged_entries,
     window_usage,
 )
 from .redis_cluster_guard import guard_cluster_client
@@ -557,17 +558,12 @@ class RedisStorage(Storage):
         if not sources:
             return
         states = await self._states(sources)
-        added: list[tuple[str, int, int, float]] = []
         # Window by window, as MemoryStorage.merge_windows: each source as usage() reads it.
-        for state_key, field in map(split_key, sources):
-            window_id, current, previous, _ = _window_counts(
-                states[state_key].get(field), now, window
-            )
-            added += (
-                (target, window, window_id, current),
-                (target, window, window_id - 1, previous),
-            )
-        await self._add(added, now)
+        counters = [
+            _window_counts(states[state_key].get(field), now, window)
+            for state_key, field in map(split_key, sources)
+        ]
+        await self._add(merged_entries(target, window, counters), now)
 
     async def add_usage(self, entries: Sequence[tuple[str, int, int, float]]) -> None:
         await self._add(entries, time.time())

@@ -91,6 +91,8 @@ class TemplateRepetitionDetector:
         fps = [int(f) & _MASK64 for f in data.get("fps", ())][: self.window]
         flags = [bool(f) for f in data.get("flags", ())][: len(fps)]
         flags += [False] * (len(fps) - len(flags))
+        if fps:
+            state.bands += bytes(_FP * self.window)
         for slot, fp in enumerate(fps):
             self._place(state, slot, self._split(fp)[1])
         state.flags = bytearray(flags)
@@ -107,9 +109,8 @@ class TemplateRepetitionDetector:
         return fp, tuple(raw[i : i + 1] for i in range(_FP))
 
     def _place(self, state: RepetitionState, slot: int, parts: tuple[bytes, ...]) -> None:
+        """Write a fingerprint's bands' bytes into ``slot`` (the ring is allocated)."""
         bands, width = state.bands, self.width
-        if not bands:  # the first prompt: the whole ring at once, zeros
-            bands += bytes(_FP * self.window)
         at = slot * width
         for run, part in zip(self.runs, parts, strict=True):
             bands[run + at : run + at + width] = part
