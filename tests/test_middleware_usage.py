@@ -354,3 +354,34 @@ async def test_a_body_in_a_coding_we_cannot_read_is_charged_its_reservation(
     assert seen == [[b"identity"]]
     assert (await g.usage("enc-br"))[TOKENS] == input_estimate() + MAX_TOKENS
     assert (await g.usage("enc-br"))[SLOTS] == 0
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["sse", "json"])
+async def test_a_fault_in_reading_usage_costs_neither_the_response_nor_the_settlement(
+    guarded: Any, kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """A bug met while reading usage (here the dialect's parsing raising on every answer)
+    must not cut the response off nor skip settling: the client gets every byte, the slot
+    comes back, and since the usage could not be read the whole reservation is charged."""
+    from hydraguard.inspect.openai_chat import OpenAIChat
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a usage parser bug")
+
+    monkeypatch.setattr(OpenAIChat, "stream_event" if streamed else "usage", broken)
+    reply = {"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 300}}
+    if streamed:
+        chunks = [openai_delta("Hel"), openai_delta("lo"), sse(reply), sse("[DONE]")]
+        app = kit.sse_app(chunks)
+    else:
+        app = kit.streaming_json_app(reply)
+    g = await guarded(app, kit.base_policy())
+    sent = await kit.call_asgi(g.guard, scope_for(kit, CHAT, "fault"), chat_body(stream=streamed))
+    assert sent[0]["status"] == 200
+    if streamed:
+        assert kit.body_chunks(sent) == [*chunks, b""]
+    else:
+        assert json.loads(b"".join(kit.body_chunks(sent))) == reply
+    usage = await g.usage("fault")
+    assert usage[TOKENS] == input_estimate() + MAX_TOKENS
+    assert usage[SLOTS] == 0

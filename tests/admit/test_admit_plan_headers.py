@@ -129,3 +129,29 @@ def test_plan_checks_carry_their_keys_layout(kit: SimpleNamespace) -> None:
             # The subject is the key's text up to the end of its hash tag.
             assert subjects[shape.scopes[i]].endswith("}")
             assert subjects[shape.scopes[i]].count("}") == 1
+
+
+def test_the_planners_cache_of_built_checks_is_bounded() -> None:
+    """Built checks are kept per (tier, account, cluster, factors) so an account's next
+    request reuses them, but a process seeing ever new accounts must not keep ~2.5 KB for
+    each one: after 50,000 accounts the planner holds at most 64 MB (README: ~50 MB).
+    Plans built after the cache was cleared are still right."""
+    import tracemalloc
+    from pathlib import Path
+
+    from hydraguard.policy.loader import load_policy
+
+    default = load_policy(Path(__file__).parents[2] / "policies" / "default.yaml")  # 13 checks
+    planner = Planner(default)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(50_000):
+            planner.plan(f"acct-{i}", "default", 1)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 64 * 2**20, held
+    fresh = Planner(default).plan("acct-3", "default", 7)
+    again = planner.plan("acct-3", "default", 7)
+    assert again.checks == fresh.checks

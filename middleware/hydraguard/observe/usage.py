@@ -7,6 +7,7 @@ garbage: an unparsable event is counted and skipped, never fatal.
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from typing import Any
@@ -26,6 +27,8 @@ _INFLATE_STEP = 256 * 1024  # a compressed body is inflated this much at a time 
 # long completion is read before the ratio counts. Before, a 1 MB gzip inflated to 1 GiB
 # of events inside one feed() and held the event loop for minutes.
 _MAX_INFLATE_RATIO = 300
+
+log = logging.getLogger("hydraguard")
 
 
 class UsageReader:
@@ -62,7 +65,37 @@ class UsageReader:
         self.body_bytes = 0
         self.unreadable = False  # a coding we cannot decode, or a corrupt compressed body
 
+    # start, feed and finish never raise: a fault in reading usage (a bug here or in a
+    # dialect's usage parsing, met by some upstream's answer) must cost neither the response,
+    # which passes through the app's ``send`` around these calls, nor its settlement. The
+    # body then counts as unreadable, so its reservation stands (``output_estimate``).
+
     def start(self, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            self._start(headers)
+        except Exception as exc:
+            self._fault(exc)
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._feed(chunk)
+        except Exception as exc:
+            self._fault(exc)
+
+    def finish(self) -> None:
+        try:
+            self._finish()
+        except Exception as exc:
+            self._fault(exc)
+
+    def _fault(self, exc: Exception) -> None:
+        if not self.unreadable:
+            log.error("hydraguard: reading usage failed; the reservation stands", exc_info=exc)
+        self._mode = ""
+        self._buffer.clear()
+        self.unreadable = True
+
+    def _start(self, headers: list[tuple[bytes, bytes]]) -> None:
         content_type = encoding = b""
         for name, value in headers:
             lowered = name.lower()
@@ -80,7 +113,7 @@ class UsageReader:
         else:
             self._decoder = decoder_for(encoding)
 
-    def feed(self, chunk: bytes) -> None:
+    def _feed(self, chunk: bytes) -> None:
         if not chunk:
             return
         if not self._mode:
@@ -154,7 +187,7 @@ class UsageReader:
             buffer.clear()
             self._skip_line = True
 
-    def finish(self) -> None:
+    def _finish(self) -> None:
         if self._mode == "json" and self._buffer:
             try:
                 body = orjson.loads(self._buffer)
