@@ -16,7 +16,8 @@ Configurations: ``bare`` and ``hydraguard`` (the variants), and ablations of Hyd
 that switch one part off to show its share: ``no-learning`` (nothing learned after the
 response), ``no-metrics`` (Prometheus updates are no-ops), ``no-anomaly``
 (``anomaly.enabled: false``), ``no-clustering`` (no linking, no cluster limits) and
-``limits-only`` (both of the last two); and ``floor``, ``bench_floor.Floor`` over the bare
+``limits-only`` (both of the last two), ``no-cluster-limits`` (linking on, no cluster
+limits); and ``floor``, ``bench_floor.Floor`` over the bare
 app (the least middleware doing issue #2's per-request work). Results also go to ``benchmarks/out/instructions.json``.
 """
 
@@ -43,6 +44,7 @@ CONFIGS = (
     "no-anomaly",
     "no-clustering",
     "limits-only",
+    "no-cluster-limits",
     "floor",
 )
 WARM_UP = 300
@@ -68,7 +70,7 @@ def _ablate(config: str) -> None:
         metrics.Histogram.observe = lambda self, amount, exemplar=None: None  # type: ignore[method-assign]
         metrics.Gauge.inc = lambda self, amount=1: None  # type: ignore[method-assign]
         metrics.Gauge.dec = lambda self, amount=1: None  # type: ignore[method-assign]
-    elif config in ("no-anomaly", "no-clustering", "limits-only"):
+    elif config in ("no-anomaly", "no-clustering", "limits-only", "no-cluster-limits"):
 
         def policy():  # type: ignore[no-untyped-def]
             data = _policy_data()
@@ -76,6 +78,7 @@ def _ablate(config: str) -> None:
                 data["anomaly"]["enabled"] = False
             if config in ("no-clustering", "limits-only"):
                 data["clustering"]["enabled"] = False
+            if config in ("no-clustering", "limits-only", "no-cluster-limits"):
                 data.pop("clusters", None)
             parsed = parse_policy(yaml.safe_dump(data), "ablated.yaml")
             return compile_policy(parsed, source="ablated.yaml")
