@@ -59,3 +59,37 @@ def test_every_campaign_is_acted_on_within_the_first_hour(report: dict[str, Any]
         assert campaign["time_to_first_action"] <= 3600, name
         # No campaign gets most of what it asked for, the token-light probes included.
         assert campaign["output_tokens_served_share"] <= 0.25, name
+
+
+@pytest.fixture(scope="module")
+def diluted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The reasoning hydra spread thin: 300 accounts at under one request an hour each, so
+    its card clusters of ~12 accounts send ~10 requests an hour, as in the README's diluted
+    scenario (1,500 accounts) scaled down with the rest of the mix."""
+    tmp = tmp_path_factory.mktemp("diluted")
+    traffic, labels, out = tmp / "t.jsonl", tmp / "l.json", tmp / "r.json"
+    args = ["simulate", "--out", str(traffic), "--labels", str(labels),
+            "--benign", "300", "--attackers", "100", "--hours", "24", "--seed", "0",
+            "--reasoning-accounts", "300", "--reasoning-rate", "240",
+            "--proxy-subnets", "200", "--proxy-addresses", "400",
+            "--student-step-share", "0.5", "--company-card-share", "0.8", "--nat-share", "0.2"]  # fmt: skip
+    assert main(args) == 0
+    args = ["replay", str(traffic), "--policy", DEFAULT_POLICY, "--decisions", str(tmp / "d.jsonl"),
+            "--labels", str(labels), "--report", str(out)]  # fmt: skip
+    assert main(args) == 0
+    found: dict[str, Any] = json.loads(out.read_text())["policies"][DEFAULT_POLICY]
+    return found
+
+
+def test_a_diluted_reasoning_hydra_is_held_down(diluted: dict[str, Any]) -> None:
+    # 8.3% served when a block started only at the next request's assessment (a card cluster
+    # sending every ~6-12 minutes decayed under the block between rescores) and a lapsed
+    # block waited for rescore_every requests; 6.5% since (the rest: each cluster's first
+    # dozen requests, before its detectors have min_events of evidence).
+    reasoning = next(c for c in diluted["campaigns"].values() if c["kind"] == "reasoning_distiller")
+    assert reasoning["accounts"] == 300
+    assert reasoning["output_tokens_served_share"] <= 0.075
+    efficacy = diluted["efficacy"]
+    assert efficacy["leak"] <= 0.075
+    assert efficacy["benign_accounts_affected_share"] <= MAX_BENIGN_AFFECTED
+    assert efficacy["benign_requests_refused"] <= 0.001 * efficacy["benign_requests"]

@@ -87,6 +87,12 @@ class RiskEngine:
         self.scorers = {s: tuple((d.score, w) for d, w in ds) for s, ds in self.detectors.items()}
         # Below this nothing can trigger: assess() skips the rules.
         self.floor = min((r.threshold for r in self.rules), default=2.0) - self.hysteresis
+        # Block rules on one scope's own risk start when a rescore crosses their threshold
+        # (``_observe``), not at the subject's next request: see ``_start_blocks``.
+        self.block_rules: dict[Scope, tuple[CompiledRule, ...]] = {
+            scope: tuple(r for r in self.rules if r.level == scope and r.action.kind == "block")
+            for scope in ("account", "cluster")
+        }
         self.max_subjects = config.max_subjects
         self.subjects: dict[Scope, OrderedDict[str, Subject]] = {
             "account": OrderedDict(),
@@ -141,10 +147,27 @@ class RiskEngine:
         held = self._decayed(subject, ts)
         if instant >= held:
             subject.risk, subject.contributions = instant, parts
+            if self.block_rules[scope]:
+                self._start_blocks(scope, subject, instant, ts)
         else:
             subject.risk = held
         if ts > subject.ts:
             subject.ts = ts
+
+    def _start_blocks(self, scope: Scope, subject: Subject, risk: float, ts: float) -> None:
+        """A block rule whose threshold the fresh score reaches starts now.
+
+        Rules are otherwise evaluated when the subject's next request is assessed, on the
+        risk decayed since this rescore. A subject sending one request every ~11 minutes or
+        less often (a light hydra account, or a card cluster of a dozen of them: 10 an hour in
+        the simulated diluted campaign) saw the distillation signature's 0.78 decay below
+        the 0.6 of a block before every next request (half-life 30 minutes), so it was never
+        blocked however strong the evidence; a busier subject was. How often a subject
+        sends must not decide whether its evidence counts.
+        """
+        for rule in self.block_rules[scope]:
+            if risk >= rule.threshold:
+                self._in_force(rule, risk, subject, ts)
 
     def _subject(self, scope: Scope, key: str) -> Subject:
         subjects = self.subjects[scope]
@@ -226,6 +249,12 @@ class RiskEngine:
         until = holder.blocks.get(rule.name)
         if until is not None and until <= now:
             del holder.blocks[rule.name]
+            # The risk decayed while blocked (refused requests teach nothing), but the
+            # detectors still hold the evidence that blocked it: score it again on the next
+            # request instead of up to rescore_every requests later. Otherwise each lapse let
+            # every blocked cluster of a hydra through for rescore_every requests (the
+            # simulated diluted campaign: 125 clusters, ~4 requests each, every 4 hours).
+            holder.pending = max(holder.pending, self.rescore_every - 1)
             return False
         return until is not None
 
