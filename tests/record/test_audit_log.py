@@ -65,7 +65,7 @@ def test_audit_record_keeps_context_headers_and_never_credentials() -> None:
     assert record["headers"] == {"x-payment-fingerprint": "pf_1", "x-ja4": "t13d"}
     assert SECRET not in json.dumps(record)
     assert record["account"].startswith("key-")
-    assert record["ts"] == 1.235 and record["usage"] is None and record["ip"] == "203.0.113.7"
+    assert record["ts"] == 1.23456 and record["usage"] is None and record["ip"] == "203.0.113.7"
     assert list(record) == [
         "ts",
         "account",

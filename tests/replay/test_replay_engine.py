@@ -145,6 +145,36 @@ async def test_a_capped_request_serves_at_most_the_cap_and_is_charged_that(tmp_p
     assert line["risk"] == 0.7123
 
 
+async def test_a_request_hydraguard_answered_400_itself_is_given_back_and_not_learnt(
+    tmp_path: Path,
+) -> None:
+    # Admitted, then too deep to rewrite: the live path answers 400 without forwarding,
+    # gives the reservation back and learns nothing, and logs it without usage (an
+    # upstream's 400 is logged with usage). Replay charged its input estimate and learnt.
+    engine = Engine(small_policy(tmp_path, requests="100/minute", tokens="1000/minute"))
+    completed: list[int] = []
+    complete = engine.guard.complete
+
+    def noted(decision: Any, facts: Any, input_tokens: int, *rest: Any) -> None:
+        completed.append(input_tokens)  # completed: settled to usage, and learnt from
+        complete(decision, facts, input_tokens, *rest)
+
+    engine.guard.complete = noted  # type: ignore[method-assign]
+    too_deep = {**record("a", T0, max_tokens=900), "status": 400, "usage": None}
+    # "hello there", one message: 3 + 4 tokens of input estimate, so this one reserves the
+    # whole minute's 1000 tokens: it fits only if the first charged nothing.
+    whole = record("a", T0 + 1, max_tokens=993)
+    upstream_400 = {
+        **record("a", T0 + 70, max_tokens=900),
+        "status": 400,
+        "usage": {"input_tokens": 10, "output_tokens": 0},
+    }
+    outcomes = await decide_all(engine, [too_deep, whole, upstream_400])
+    assert [o.admitted for o in outcomes] == [True, True, True]
+    assert [o.output_tokens for o in outcomes] == [0, 50, 0]
+    assert completed == [10, 10]  # the second and the third: the first was never completed
+
+
 async def test_same_input_gives_the_same_bytes(tmp_path: Path) -> None:
     records = [record(f"acct-{i % 7}", T0 + i * 3.5, output=i * 10) for i in range(300)]
     traffic = write_traffic(tmp_path / "t.jsonl", [*records[:100], "garbage", *records[100:]])

@@ -95,7 +95,10 @@ def audit_record(
         if name in seen and name not in CREDENTIAL_HEADERS  # never written, even when named
     }
     record = {
-        "ts": round(ts, 3),
+        # The clock's value as the decision read it, not rounded: replay decides on these
+        # timestamps, and a millisecond off moved every risk score (its decay), and could
+        # move a decision at a window's or a block's edge (tests/replay/test_replay_live_parity.py).
+        "ts": ts,
         "account": identity.account,
         "ip": identity.client_ip,
         "headers": kept,

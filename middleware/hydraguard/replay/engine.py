@@ -4,8 +4,9 @@ with memory storage and the log's timestamps as the clock.
 For an admitted request the logged status and usage stand for the upstream's answer,
 its output cut to any ``max_tokens`` cap the decision applied, except on routes billed later
 (batches), settled from the logged status by the live path's rule (``usage_reported_later``);
-a refused one is charged nothing and serves nothing. Requests complete at their arrival second: the
-log has no latencies, so concurrency limits never bind in a replay.
+a refused one is charged nothing and serves nothing, and so is an admitted one that
+hydraguard answered 400 itself (logged without usage). Requests complete at their arrival
+second: the log has no latencies, so concurrency limits never bind in a replay.
 """
 
 from __future__ import annotations
@@ -194,16 +195,26 @@ class Engine:
         served = 0
         if decision.admitted:
             status = get("status") or 200
-            if dialect.usage_later:  # the logged usage is what the live path charged
-                used_input, served = usage_reported_later(
-                    status, decision.input_estimate, decision.output_reserved
-                )
+            if status == 400 and usage is None and facts is not None:
+                # Admitted, then answered 400 by hydraguard itself, never forwarded: a body
+                # that needed a rewrite (cap, strip, stream usage) but is nested too deeply
+                # to be written back (Guard.handle, Unwritable); an upstream's 400 is logged
+                # with usage. The live path gave the tokens back and learnt nothing from it,
+                # where replay charged the input estimate and learnt from it.
+                guard.gate.settle(decision, 0, now)
             else:
-                served = logged_output
-                if decision.output_cap is not None:
-                    served = min(served, decision.output_cap * (facts.n if facts else 1))
-                used_input = logged_input if logged_input is not None else decision.input_estimate
-            guard.complete(decision, facts, used_input, served, status, now)
+                if dialect.usage_later:  # the logged usage is what the live path charged
+                    used_input, served = usage_reported_later(
+                        status, decision.input_estimate, decision.output_reserved
+                    )
+                else:
+                    served = logged_output
+                    if decision.output_cap is not None:
+                        served = min(served, decision.output_cap * (facts.n if facts else 1))
+                    used_input = (
+                        logged_input if logged_input is not None else decision.input_estimate
+                    )
+                guard.complete(decision, facts, used_input, served, status, now)
         risk = decision.risk
         if risk:  # round(0.0, 4) is 0.0: skip the call for the usual zero
             risk = round(risk, 4)
