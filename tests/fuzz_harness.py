@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from hydraguard import HydraGuard
 from hydraguard.policy.compiled import CompiledPolicy, compile_policy
 from hydraguard.policy.loader import parse_policy
+from hydraguard.record.audit import encode_line
 
 _LONG_RUN = int(os.environ.get("HYDRAGUARD_FUZZ_EXAMPLES", "0"))
 
@@ -59,6 +60,7 @@ ROUTES = {
     "/v1/messages": ("anthropic-messages", "anthropic"),
     "/v1/messages/batches": ("anthropic-batches", "anthropic"),
 }
+GENERIC = "/v1/embeddings"  # a generic route: its body goes through unread
 
 _POLICY = """
 name: fuzz
@@ -74,6 +76,7 @@ routes:
   - {path: /v1/responses, dialect: openai-responses}
   - {path: /v1/messages, dialect: anthropic-messages}
   - {path: /v1/messages/batches, dialect: anthropic-batches, max_bytes: %(batch)d}
+  - {path: /v1/embeddings, dialect: generic}
 body: {max_bytes: %(body)d}
 tiers:
   default:
@@ -101,8 +104,59 @@ anomaly:
 _DELAYING = """
 anomaly:
   rules:
-    - {name: hold, when: {risk_gte: 0}, action: delay, seconds: 0.05}
+    - {name: hold, when: {risk_gte: 0}, action: delay, seconds: %s}
 """
+
+
+# The context headers of DESIGN.md at work: an account id, a tier, linking signals and the
+# client address, read from anyone or only from a trusted proxy (10.0.0.0/8).
+_LINKING = """
+name: fuzz-linking
+identity:
+  account:
+    - header: x-account-id
+    - api_key: true
+    - client_ip: true
+  tier: {header: x-account-tier}
+  trusted_proxies: ["10.0.0.0/8"]
+  context_headers_from: %(trust)s
+routes:
+  - {path: /v1/chat/completions, dialect: openai-chat}
+tiers:
+  default:
+    requests: 1000000/minute
+    tokens: 1000000000/minute
+    concurrency: 1000
+    max_output_tokens: %(out)d
+  single:
+    requests: 1000000/minute
+    tokens: 1000000000/minute
+    concurrency: 1
+    max_output_tokens: %(out)d
+clustering:
+  enabled: true
+  signals:
+    org: {header: x-org-id, explicit: true}
+    payment: {header: x-payment-fingerprint, weight: 1.0}
+    device: {header: x-device-fingerprint, weight: 0.6}
+    ja4: {header: x-ja4, weight: 0.2}
+    subnet: {client_ip: {v4_prefix: 24}, weight: 0.3}
+storage: {timeout: 5}
+"""
+
+# Held (delay) at most ``max_delayed`` at once, alone or with other actions: a cap on the
+# held request, the hold in shadow (never held), a throttle that refuses before any hold.
+HOLD_SECONDS = 0.05
+_HOLD = "    - {name: hold, when: {risk_gte: 0}, action: delay, seconds: %s%s}\n"
+_HOLDING_RULES = {
+    "delay": _HOLD % (HOLD_SECONDS, ""),
+    "delay+cap": _HOLD % (HOLD_SECONDS, "")
+    + f"    - {{name: cap, when: {{risk_gte: 0}}, action: cap_max_tokens, max_tokens: {CAP}}}\n",
+    "shadow delay": _HOLD % (HOLD_SECONDS, ", mode: shadow"),
+    "delay+throttle": _HOLD % (HOLD_SECONDS, "")
+    + "    - {name: squeeze, when: {risk_gte: 0}, action: throttle, factor: 0.000000001}\n",
+}
+HOLD_BOUNDS = (1, 2, 3)
 
 
 def _compile(text: str) -> CompiledPolicy:
@@ -112,7 +166,20 @@ def _compile(text: str) -> CompiledPolicy:
 _values = {"batch": BATCH_MAX_BYTES, "body": MAX_BYTES, "out": MAX_OUTPUT}
 PLAIN = _compile(_POLICY % _values)
 REWRITING = _compile(_POLICY % _values + _REWRITING % {"cap": CAP, "strip": ", ".join(STRIPPED)})
-DELAYING = _compile(_POLICY % _values + _DELAYING)
+DELAYING = _compile(_POLICY % _values + _DELAYING % 0.05)
+# Held a millisecond: listened to while held, a body not read yet (generic route) comes through.
+BRIEFLY_HELD = _compile(_POLICY % _values + _DELAYING % 0.001)
+HOLDING = {
+    (variant, bound): _compile(
+        _POLICY % _values + f"anomaly:\n  max_delayed: {bound}\n  rules:\n" + rules
+    )
+    for variant, rules in _HOLDING_RULES.items()
+    for bound in HOLD_BOUNDS
+}
+LINKING = {
+    trust: _compile(_LINKING % {"trust": trust, "out": MAX_OUTPUT})
+    for trust in ("anyone", "trusted_proxies")
+}
 
 
 @dataclass
@@ -175,6 +242,26 @@ class Downstream:
             await asyncio.Event().wait()
 
 
+class AuditLines:
+    """Stands in for a Guard's audit log (AuditLog's arrive, write and skip): keeps each
+    line as the log writes it, in memory, without a file and its writer thread."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.places = 0
+
+    def arrive(self) -> int:
+        self.places += 1
+        return self.places - 1
+
+    def write(self, record: Mapping[str, Any], place: int | None = None) -> bool:
+        self.lines.append(encode_line(record, 1 << 20))
+        return True
+
+    def skip(self, place: int) -> None:
+        pass
+
+
 # The long run may use a Redis of its own (flushed before every example).
 STORAGE = os.environ.get("HYDRAGUARD_FUZZ_STORAGE", "memory://")
 
@@ -202,6 +289,20 @@ def attach_settle_counter(guard: HydraGuard) -> list[int]:
 
     gate.settle = counted  # type: ignore[method-assign]
     return calls
+
+
+def record_identities(guard: HydraGuard) -> list[Any]:
+    """The Identity of each request the guard identifies, in order."""
+    identifier = guard.guard.identifier
+    identify = identifier.identify
+    found: list[Any] = []
+
+    def recorded(scope: Any, headers: dict[str, str]) -> Any:
+        found.append(identify(scope, headers))
+        return found[-1]
+
+    identifier.identify = recorded  # type: ignore[method-assign]
+    return found
 
 
 async def usage_of(guard: HydraGuard, account: str, tier: str = "default") -> dict[str, float]:

@@ -363,3 +363,58 @@ headers = st.lists(
     ),
     max_size=6,
 )
+
+
+# Context headers (DESIGN.md) and credentials, their names in any letter case, some sent on
+# several lines, their values ordinary or odd bytes (test_fuzz_headers).
+KEY_MARK = b"sk-fuzz-"  # every API key drawn starts so, and no other value holds it
+api_keys = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=12, max_size=32).map(
+    lambda text: KEY_MARK + text.encode()
+)
+_odd = [b"", b" ", b"\t", b"\x00", b"\xff\xfe", b"a\r\nb", b" padded ", b"\x7f", b"unknown",
+        b"N/A", "\u00e9".encode(), b"x" * 300]  # fmt: skip
+odd_values = st.one_of(st.binary(max_size=24), st.sampled_from(_odd)).filter(
+    lambda value: KEY_MARK not in value
+)
+_CONTEXT = {
+    b"x-account-id": [b"acct-1", b"acct-2", b"Acct-1"],
+    b"x-account-tier": [b"default", b"single", b"Single", b" single"],
+    b"x-org-id": [b"org-1", b"org-2"],
+    b"x-payment-fingerprint": [b"card-1", b"card-2"],
+    b"x-device-fingerprint": [b"dev-1", b"dev-2"],
+    b"x-ja4": [b"t13d1516h2_8daaf6152771_e5627efa2ab1"],
+    b"user-agent": [b"curl/8.5.0"],
+    b"x-forwarded-for": [b"198.51.100.7", b"10.0.0.9, 198.51.100.7", b"198.51.100.7, 10.0.0.9",
+                         b"2001:db8::7", b"10.0.0.9"],
+    b"content-type": [b"application/json"],
+}  # fmt: skip
+
+
+@st.composite
+def recased(draw: st.DrawFn, name: bytes) -> bytes:
+    """``name`` with each letter in either case (bit i of a mask: letter i upper)."""
+    mask = draw(st.integers(0, 2 ** len(name) - 1))
+    return bytes(c - 32 if mask >> i & 1 and 97 <= c <= 122 else c for i, c in enumerate(name))
+
+
+def _credential(name: bytes) -> st.SearchStrategy[bytes]:
+    if name == b"x-api-key":
+        return st.one_of(api_keys, api_keys.map(lambda key: b" " + key + b" "), odd_values)
+    schemes = st.sampled_from([b"Bearer ", b"bearer ", b"BEARER  ", b"Basic ", b"Bearer"])
+    return st.one_of(st.tuples(schemes, api_keys).map(b"".join), odd_values)
+
+
+_names = st.sampled_from([*_CONTEXT, b"authorization", b"x-api-key"])
+
+
+@st.composite
+def context_line(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    name = draw(_names)
+    if name in _CONTEXT:
+        value = draw(st.one_of(st.sampled_from(_CONTEXT[name]), odd_values))
+    else:
+        value = draw(_credential(name))
+    return draw(recased(name)), value
+
+
+context_headers = st.lists(context_line(), max_size=8)

@@ -252,6 +252,51 @@ async def test_delay_holds_without_blocking_and_bounds_the_held(
     assert usage["tier.default.concurrency"] == 0
 
 
+async def test_a_client_that_leaves_while_held_is_neither_served_nor_charged(
+    guarded: Any, kit: SimpleNamespace
+) -> None:
+    # uvicorn does not cancel a request whose client left: its next receive() says
+    # http.disconnect. Unheard, the request was forwarded after the hold and charged.
+    upstream = kit.Upstream()
+    rule = {"name": "hold", "when": {"risk_gte": 0.5}, "action": "delay", "seconds": 3600}
+    g = await guarded(kit.build_upstream(upstream), policy(rule), clock=kit.Clock())
+    await make_risky(g, "risky")
+    before = await g.usage("risky")
+    parts = [json.dumps(PLAIN).encode()]
+    left = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return {"type": "http.request", "body": parts.pop(), "more_body": False}
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = kit.http_scope("/v1/chat/completions", headers=[(b"x-account-id", b"risky")])
+    task = asyncio.create_task(g.guard(scope, receive, send))
+    async with asyncio.timeout(10):
+        while g.guard.guard._held < 1:  # noqa: ASYNC110 - the guard's hold count has no event
+            await asyncio.sleep(0.005)
+    assert (await g.usage("risky"))["tier.default.concurrency"] == 1
+    left.set()
+    async with asyncio.timeout(10):  # let go at once, not after the hour
+        await task
+    assert sent == [] and len(upstream.bodies) == 2  # the two probes only
+    assert g.guard.guard._held == 0
+    after = await g.usage("risky")
+    for kind in ("tokens", "concurrency"):
+        rule_name = f"tier.default.{kind}" + ("" if kind == "concurrency" else ".10000000/minute")
+        assert after[rule_name] == before[rule_name], kind
+    assert (
+        after["tier.default.requests.1000/minute"]
+        == before["tier.default.requests.1000/minute"] + 1
+    )
+
+
 async def test_a_short_delay_then_serves_the_request(guarded: Any, kit: SimpleNamespace) -> None:
     upstream = kit.Upstream()
     rule = {"name": "hold", "when": {"risk_gte": 0.5}, "action": "delay", "seconds": "50ms"}

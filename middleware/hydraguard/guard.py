@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +30,7 @@ from .inspect.body import (
     BodyTooLarge,
     ClientGone,
     NotJSONObject,
+    hold_listening,
     read_body,
     read_facts,
     replay_receive,
@@ -56,6 +57,11 @@ _INVALID_REASONS = {
     "invalid_json": "malformed_json",
     "body_too_deep": "body_too_deep",
 }
+
+
+# A delayed request: held for its delay, refused (as many held as anomaly.max_delayed), or
+# let go because its client left while it was held.
+HoldOutcome = Literal["held", "full", "gone"]
 
 
 @dataclass(slots=True)
@@ -199,22 +205,17 @@ class Guard:
                     if note is not None:
                         self._audit(note, identity, 400, None)
                     return
+            if decision.delay:
+                held, receive = await self._hold_or_refund(decision, receive)
+                if held == "gone":  # the client left while held: nobody to answer
+                    return
+                if held == "full":
+                    await self._refuse_held(route, dialect, decision, extra, send)
+                    if note is not None:
+                        self._audit(note, identity, 429, None)
+                    return
+            if facts is not None:  # after the hold, which listens to the client itself
                 receive = replay_receive(body, receive)
-            if decision.delay and not await self._hold_or_refund(decision):
-                self.metrics.decision(policy.name, route.name, "deny", decision.rule)
-                self._count_actions(decision)
-                await send_error(
-                    send,
-                    dialect,
-                    429,
-                    "Too many requests are being held; retry later.",
-                    "rate_limit_exceeded",
-                    headers=[(b"retry-after", str(max(1, round(decision.delay))).encode()), *extra],
-                    extra={"rule": decision.rule, "reason": "throttled"},
-                )
-                if note is not None:
-                    self._audit(note, identity, 429, None)
-                return
             outcome = "shadow_deny" if decision.shadow_denied else (decision.degraded or "allow")
             self.metrics.decision(policy.name, route.name, outcome, decision.rule)
             if decision.actions or decision.shadow_actions:
@@ -288,28 +289,32 @@ class Guard:
             ceiling = self.policy.tiers[identity.tier].max_output_tokens
             facts.max_tokens = capped_max_tokens(facts, effects.cap, ceiling)
 
-    async def _hold_or_refund(self, decision: Decision) -> bool:
-        """Hold a delayed request; when it is refused after all, or the client goes away while
-        held, refund its tokens and release its concurrency slots."""
+    async def _hold_or_refund(
+        self, decision: Decision, receive: Receive
+    ) -> tuple[HoldOutcome, Receive]:
+        """Hold a delayed request: "held", or "full" (refused after all) or "gone" (the client
+        left while held), which refund its tokens and release its concurrency slots, as does
+        a cancellation; with the receive the app reads from."""
         try:
-            held = await self._hold(decision)
+            held, receive = await self._hold(decision, receive)
         except BaseException:
             self.gate.settle(decision, 0, self.clock())
             raise
-        if not held:
+        if held != "held":
             self.gate.settle(decision, 0, self.clock())
-        return held
+        return held, receive
 
-    async def _hold(self, decision: Decision) -> bool:
-        """The delay action: hold the request without blocking the loop, a bounded number at once."""
+    async def _hold(self, decision: Decision, receive: Receive) -> tuple[HoldOutcome, Receive]:
+        """The delay action: hold the request without blocking the loop, a bounded number at
+        once, listening for the client's leaving meanwhile."""
         if self._held >= self.max_held:
-            return False
+            return "full", receive
         self._held += 1
         try:
-            await asyncio.sleep(decision.delay)
+            after = await hold_listening(decision.delay, receive)
         finally:
             self._held -= 1
-        return True
+        return ("gone", receive) if after is None else ("held", after)
 
     async def _carry_merges(
         self, merges: list[tuple[list[str], str]], tier: str, now: float
@@ -373,6 +378,27 @@ class Guard:
         reason = _INVALID_REASONS[code]
         self.metrics.decision(self.policy.name, route.name, "invalid", reason)
         await send_error(send, dialect, status, message, code)
+
+    async def _refuse_held(
+        self,
+        route: CompiledRoute,
+        dialect: Dialect,
+        decision: Decision,
+        extra: list[tuple[bytes, bytes]],
+        send: Send,
+    ) -> None:
+        """429 for a delayed request when ``anomaly.max_delayed`` requests are held already."""
+        self.metrics.decision(self.policy.name, route.name, "deny", decision.rule)
+        self._count_actions(decision)
+        await send_error(
+            send,
+            dialect,
+            429,
+            "Too many requests are being held; retry later.",
+            "rate_limit_exceeded",
+            headers=[(b"retry-after", str(max(1, round(decision.delay))).encode()), *extra],
+            extra={"rule": decision.rule, "reason": "throttled"},
+        )
 
     async def _refuse(
         self,

@@ -1,4 +1,5 @@
-"""Read a request body up to the policy's cap, parse it, then hand the app the same bytes."""
+"""Read a request body up to the policy's cap, parse it, then hand the app the same bytes;
+listen to the client while a request is held."""
 
 from __future__ import annotations
 
@@ -63,16 +64,48 @@ async def read_body(receive: Receive, cap: int, declared: str | None) -> bytes:
 
 def replay_receive(body: bytes, receive: Receive) -> Receive:
     """A receive that yields ``body`` once, then whatever the client sends (disconnect)."""
+    return _replay({"type": "http.request", "body": body, "more_body": False}, receive)
+
+
+def _replay(message: Message, receive: Receive) -> Receive:
     pending = True
 
     async def replay() -> Message:
         nonlocal pending
         if pending:
             pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
+            return message
         return await receive()
 
     return replay
+
+
+async def hold_listening(seconds: float, receive: Receive) -> Receive | None:
+    """Wait ``seconds``, listening to the client: None when it leaves meanwhile, else the
+    receive the app reads from (a message that came meanwhile, a body not read yet, first).
+
+    A server such as uvicorn does not cancel a request whose client left: it answers its next
+    receive() with http.disconnect. Unheard, a request whose client left while held was
+    forwarded after the hold, and the model ran for nobody at the account's expense."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    listening = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait([listening], timeout=seconds)
+        if not listening.done():
+            # Still there and quiet: stop listening (a receive() cancelled while it waits
+            # gives nothing up); the app receives as usual.
+            listening.cancel()
+            await asyncio.wait([listening])
+        elif listening.result()["type"] != "http.disconnect":
+            await asyncio.sleep(until - loop.time())  # the rest of the hold
+    except BaseException:
+        listening.cancel()
+        raise
+    if listening.cancelled():
+        return receive
+    message: Message = listening.result()
+    return None if message["type"] == "http.disconnect" else _replay(message, receive)
 
 
 def with_content_length(scope: MutableMapping[str, Any], length: int) -> dict[str, Any]:
