@@ -299,3 +299,40 @@ def test_raw_body_bytes_are_written_on_one_line_without_reencoding() -> None:
     assert orjson.loads(line)["body"] == orjson.loads(raw)
     capped = orjson.loads(encode_line(record, 100))["body"]
     assert capped["model"] == "m" and capped[TRUNCATED]["dropped"] == ["messages"]
+
+
+def test_the_writer_writes_the_lines_queued_meanwhile_at_once(tmp_path: Path) -> None:
+    """While the writer thread is busy (here: its first write held back), lines pile up; it
+    then writes them as one batch, one lock round and one write, instead of one each: what
+    keeps it from falling behind an event loop that never lets it have the GIL for long.
+    Every line arrives, in order, and a failed batch counts each of its lines as an error."""
+    release, writes = threading.Event(), []
+
+    def hold_writes(log: AuditLog) -> None:
+        emit = log._handler.emit
+
+        def held_emit(record: Any) -> None:
+            release.wait(10)
+            writes.append(record.lines)
+            emit(record)
+
+        log._handler.emit = held_emit  # type: ignore[method-assign]
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    hold_writes(log)
+    for i in range(500):
+        assert log.write(sample(i))
+    release.set()
+    log.close()
+    assert sum(writes) == 500 and len(writes) <= 3, writes
+    assert [r["usage"]["output_tokens"] for r in lines_of(path)] == list(range(500))
+
+    failing = AuditLog(tmp_path / "missing-dir" / "audit.jsonl")
+    hold_writes(failing)
+    release.clear()
+    for i in range(50):
+        failing.write(sample(i))
+    release.set()
+    failing.close()
+    assert failing.errors == 50

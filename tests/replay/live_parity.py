@@ -22,6 +22,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
+from hydraguard import guard as guard_module
 from hydraguard.admit.gate import Decision
 from hydraguard.cli import main
 from hydraguard.guard import Guard
@@ -297,15 +298,16 @@ async def run_live(
     learning = app.guard.learning
     held: list[float] = []
     real_sleep = asyncio.sleep
+    real_hold = guard_module.hold_listening
 
-    async def hold(delay: float, result: Any = None) -> Any:
+    async def hold(delay: float, receive: Receive) -> Receive:
         # The delay action's hold (Guard._hold), noted and over at once: the clock stays at
         # arrival, as in a replay, which has no latencies (replay/engine.py).
         if delay > 0:
             held.append(delay)
-        return await real_sleep(0, result)
+        return receive
 
-    asyncio.sleep = hold  # type: ignore[assignment]
+    guard_module.hold_listening = hold  # type: ignore[assignment]
     try:
         for record in records:
             clock.now = record["ts"]
@@ -334,7 +336,7 @@ async def run_live(
             await real_sleep(0)
             assert not learning._queue and not learning._scheduled
     finally:
-        asyncio.sleep = real_sleep  # type: ignore[assignment]
+        guard_module.hold_listening = real_hold  # type: ignore[assignment]
         await app.aclose()  # the audit log is written out and closed
     assert (audit.dropped, audit.errors) == (0, 0), "every request has its line"
     return spy.steps

