@@ -207,7 +207,8 @@ class _Listener(logging.handlers.QueueListener):
     thread fell behind and a full queue dropped lines. Batched, the hand-overs are paid per
     batch, which grows with the backlog: the default scenario driven back to back through
     the live middleware (~4,600 requests/s) dropped 75,329 of 125,751 lines one line at a
-    time, 22,406 batched; a loop busy 150 us a line, 1,037 of 40,000 and none."""
+    time, 22,271-44,679 batched (three runs; a 16 MB batch then took 1.4 s median to write,
+    which is not understood yet); a loop busy 150 us a line, 1,037 of 40,000 and none."""
 
     def __init__(
         self, queue_: queue.Queue[str | None], handler: logging.Handler, batch_chars: int
