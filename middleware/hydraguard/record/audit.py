@@ -208,7 +208,8 @@ class _Listener(logging.handlers.QueueListener):
     batch, which grows with the backlog: the default scenario driven back to back through
     the live middleware (~4,600 requests/s) dropped 75,329 of 125,751 lines one line at a
     time, 22,271-44,679 batched (three runs; a 16 MB batch then took 1.4 s median to write,
-    which is not understood yet); a loop busy 150 us a line, 1,037 of 40,000 and none."""
+    which is not understood yet); ``benchmarks/bench_audit.py`` (a loop busy 150 us a line),
+    16,698-23,643 of 40,000 and none."""
 
     def __init__(
         self, queue_: queue.Queue[str | None], handler: logging.Handler, batch_chars: int
