@@ -40,6 +40,8 @@ from bench_overhead import OUT, Traffic, add_driver_arguments, drive
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hydraguard.gateway.gc import tune_for_long_running_state
+
 LIMITS = ((60, 60), (3000, 86_400))  # requests: (limit, period seconds)
 TOKENS = (100_000, 60)
 GLOBAL = (variants.HUGE, 60)
@@ -170,6 +172,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for v in apps
         },
     }
+
+
+def floor_app() -> ASGIApp:
+    """``bench_http.py --floor``'s server: the floor around the bare app, with the GC settings
+    every variant's server runs with (``variants._factory``)."""
+    app = Floor(variants.build("bare", "memory://"), CollectorRegistry())
+    tune_for_long_running_state()
+    return app
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -145,6 +145,8 @@ def measure(variant: str, args: argparse.Namespace, storage: str, workers: int) 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [(v, "memory://", 1) for v in variants.VARIANTS]
+    if args.floor:
+        rows.append(("floor", "memory://", 1))
     if args.redis:
         rows += [("hydraguard", args.redis, 1), ("hydraguard", args.redis, 2)]
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -208,8 +210,10 @@ def serve(variant: str, port: int, workers: int) -> None:
     the connections it accepts and, with ``--workers`` > 1, every keep-alive response waits
     ~40 ms for a delayed ACK (uvicorn issue #3149); binding with IPPROTO_TCP avoids that.
     """
+    # The floor (bench_floor.py) is not a variant of hydraguard's peers: its own module.
+    module = "bench_floor" if variant == "floor" else "variants"
     config = uvicorn.Config(
-        f"variants:{variant}_app", factory=True, host="127.0.0.1", port=port, workers=workers,
+        f"{module}:{variant}_app", factory=True, host="127.0.0.1", port=port, workers=workers,
         access_log=False, log_level="warning",
     )  # fmt: skip
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -287,6 +291,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench_floor.py's Floor: the least middleware doing issue 2's work",
+    )
     parser.add_argument(
         "--redis", help="also run HydraGuard on this Redis URL with 1 and 2 uvicorn workers"
     )

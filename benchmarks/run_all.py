@@ -54,7 +54,7 @@ def commands(redis: str, quick: bool) -> list[list[str]]:
         # Every Redis call is a round trip: fewer calls keep this step near a minute.
         [py, str(HERE / "bench_overhead.py"), "--storage", redis, "--calls", "5000", "--reps", "5"],
         [py, str(HERE / "bench_redis.py"), "--redis", redis, *short_redis],
-        [py, str(HERE / "bench_http.py"), "--redis", redis, *short_http],
+        [py, str(HERE / "bench_http.py"), "--redis", redis, "--floor", *short_http],
     ]
 
 
@@ -171,6 +171,14 @@ def render(command: str) -> str:
                 f"| {r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} |"
             )
         lines.append("")
+        floor_http = http["results"].get("floor")
+        if floor_http is not None:
+            lines += [
+                f"`floor` is `bench_floor.py`'s `Floor` under the same server: the least Python "
+                f"middleware doing issue 2's per-request work kept {floor_http['ratio']:.0%} of "
+                "the bare app's throughput in this run.",
+                "",
+            ]
         ratio = http["results"]["hydraguard"]["ratio"]
         targets.append(
             ("HydraGuard keeps ≥ 90% of bare HTTP throughput", f"{ratio:.0%}", ratio >= 0.9)

@@ -374,8 +374,9 @@ async def run_replay(traffic: Path, policy: CompiledPolicy) -> tuple[list[Step],
     return spy.steps, out.getvalue()
 
 
-async def replay_command(traffic: Path, policy_file: Path, decisions: Path) -> bytes:
+async def replay_command(traffic: Path | list[Path], policy_file: Path, decisions: Path) -> bytes:
     """The decision lines ``hydraguard replay`` writes (it runs its own event loop)."""
-    args = ["replay", str(traffic), "--policy", str(policy_file), "--decisions", str(decisions)]
+    logs = [str(p) for p in traffic] if isinstance(traffic, list) else [str(traffic)]
+    args = ["replay", *logs, "--policy", str(policy_file), "--decisions", str(decisions)]
     assert await asyncio.to_thread(main, args) == 0
     return await asyncio.to_thread(decisions.read_bytes)

@@ -155,3 +155,41 @@ def test_every_malformed_line_is_reported_past_the_first_ten(
     err = capsys.readouterr().err
     assert f"{traffic}:11: account is missing" in err and f"{traffic}:12:" not in err
     assert f"{traffic}: 2 more malformed lines" in err
+
+
+def test_several_logs_replay_as_one_and_malformed_lines_name_their_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An audit log and its rotated file, named newest first as a shell glob lists them.
+    older = write_traffic(tmp_path / "audit.jsonl.1", [record("a", T0 + i) for i in range(3)])
+    newer = write_traffic(tmp_path / "audit.jsonl", [record("a", T0 + 3), "{oops"])
+    out, report_path = tmp_path / "d.jsonl", tmp_path / "r.json"
+    code = main(
+        ["replay", str(newer), str(older), "--policy", str(policy_file(tmp_path)),
+         "--decisions", str(out), "--report", str(report_path)]
+    )  # fmt: skip
+    assert code == 0
+    decisions = read_lines(out)
+    # 2/minute: the first two in time are admitted, whichever file was named first.
+    assert [d["admitted"] for d in decisions] == [True, True, False, False, False]
+    assert [d["source"] for d in decisions] == [
+        f"{older}:1", f"{older}:2", f"{older}:3", f"{newer}:1", f"{newer}:2"
+    ]  # fmt: skip
+    report = json.loads(report_path.read_text())
+    assert report["traffic"] == [str(newer), str(older)]
+    section = report["policies"][str(policy_file(tmp_path))]
+    assert section["invalid_lines"] == [{"line": 4, "error": decisions[4]["error"], "source": f"{newer}:2"}]  # fmt: skip
+    assert f"{newer}:2: not valid JSON" in capsys.readouterr().err
+
+
+def test_a_missing_log_among_several_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    present = write_traffic(tmp_path / "t.jsonl", [record("a", T0)])
+    missing = tmp_path / "gone.jsonl"
+    code = main(
+        ["replay", str(present), str(missing), "--policy", str(policy_file(tmp_path)),
+         "--decisions", str(tmp_path / "d.jsonl")]
+    )  # fmt: skip
+    assert code == 2
+    assert f"no such traffic log: {missing}" in capsys.readouterr().err

@@ -18,6 +18,8 @@ audit's body cap.
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -160,7 +162,7 @@ async def parity(
     policy: CompiledPolicy = load_policy(policy_file)
     live = await run_live(traffic, policy)
     files = audit_files(log)
-    # `hydraguard replay` reads one file: a rotated log is its files, oldest first.
+    # A rotated log is its files, oldest first.
     whole = tmp_path / "whole.jsonl"
     whole.write_bytes(b"".join(f.read_bytes() for f in files))
     replayed, lines = await run_replay(whole, load_policy(policy_file))
@@ -169,7 +171,35 @@ async def parity(
     check_actions_took_effect(live)
     # The command gives the same decision lines, byte for byte.
     assert await replay_command(whole, policy_file, tmp_path / "decisions.jsonl") == lines
+    if len(files) > 1:
+        await check_rotated_files_given_as_they_are(files, policy_file, lines, tmp_path)
     return live, files
+
+
+async def check_rotated_files_given_as_they_are(
+    files: list[Path], policy_file: Path, lines: bytes, tmp_path: Path
+) -> None:
+    """The rotated files named as a shell glob lists them (newest first), every other one
+    compressed: the command merges them back into the same decisions, each saying which
+    file and line it decided."""
+    named = []
+    for i, path in enumerate(reversed(files)):
+        if i % 2:
+            packed = path.with_name(path.name + ".gz")
+            packed.write_bytes(gzip.compress(path.read_bytes()))
+            path = packed
+        named.append(path)
+    merged = await replay_command(named, policy_file, tmp_path / "merged.jsonl")
+    decided = [json.loads(line) for line in merged.splitlines()]
+    assert [{k: v for k, v in d.items() if k != "source"} for d in decided] == [
+        json.loads(line) for line in lines.splitlines()
+    ]
+    originals = {str(p): p.read_bytes().splitlines() for p in files}
+    whole = [line for p in files for line in originals[str(p)]]
+    for number, decision in enumerate(decided):
+        source, at = decision["source"].rsplit(":", 1)
+        original = originals[source.removesuffix(".gz")]
+        assert original[int(at) - 1] == whole[number]
 
 
 async def test_replay_of_the_default_policys_audit_log_gives_the_live_decisions(

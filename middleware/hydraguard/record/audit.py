@@ -205,11 +205,14 @@ class _Listener(logging.handlers.QueueListener):
     the stat of the log, the write and the flush each release it); against an event loop that
     never idles, each hand-over waits out the interpreter's 5 ms switch interval, so the
     thread fell behind and a full queue dropped lines. Batched, the hand-overs are paid per
-    batch, which grows with the backlog: the default scenario driven back to back through
-    the live middleware (~4,600 requests/s) dropped 75,329 of 125,751 lines one line at a
-    time, 22,271-44,679 batched (three runs; a 16 MB batch then took 1.4 s median to write,
-    which is not understood yet); ``benchmarks/bench_audit.py`` (a loop busy 150 us a line),
-    16,698-23,643 of 40,000 and none."""
+    batch, which grows with the backlog (``benchmarks/bench_audit.py``, a loop busy 150 us a
+    line: 16,698-23,643 of 40,000 lines dropped one line at a time, none batched; under
+    ``hydraguard serve`` saturated by wrk, none). A loop that releases the GIL only for a
+    moment between requests is worse than one that never does: CPython's waiting thread asks
+    for the GIL only when nobody took it during its 5 ms wait, and each such moment counts as
+    a hand-over, so the thread runs only when it wins one by chance (a driver calling the
+    middleware back to back: a 6.5 MB batch took 2-3 s of wall time for 0.2 s of CPU, and a
+    quarter of the lines were dropped; README, "Lines not in the log")."""
 
     def __init__(
         self, queue_: queue.Queue[str | None], handler: logging.Handler, batch_chars: int

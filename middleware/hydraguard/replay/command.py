@@ -1,8 +1,10 @@
-"""``hydraguard replay TRAFFIC.jsonl --policy P --decisions OUT.jsonl [--report R.json]
-[--labels L.json] [--compare P2] [--html R.html]``: backtest a policy on logged traffic.
+"""``hydraguard replay TRAFFIC.jsonl [MORE.jsonl ...] --policy P --decisions OUT.jsonl
+[--report R.json] [--labels L.json] [--compare P2] [--html R.html]``: backtest a policy on
+logged traffic.
 
 Writes one decision line per traffic line, in order; the same input always gives the
-same bytes. ``--compare`` replays a second policy on the same traffic and puts both,
+same bytes. Several logs (an audit log and its rotated files, the logs of several
+replicas; ``.gz`` ones too) are replayed as one, merged by timestamp (``TrafficLogs``). ``--compare`` replays a second policy on the same traffic and puts both,
 side by side, under ``"policies"`` in the report.
 """
 
@@ -28,7 +30,12 @@ from .run import replay_file
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "traffic", type=Path, metavar="TRAFFIC.jsonl", help="traffic log (JSON lines)"
+        "traffic",
+        type=Path,
+        nargs="+",
+        metavar="TRAFFIC.jsonl",
+        help="traffic log (JSON lines, .gz too); several are merged by timestamp, e.g. an "
+        "audit log and its rotated files in any order",
     )
     parser.add_argument("--policy", required=True, metavar="P", help="policy file to replay")
     parser.add_argument(
@@ -67,7 +74,7 @@ def policy_key(source: str, taken: dict[str, Any]) -> str:
 
 
 async def replay_policies(
-    traffic: Path,
+    traffic: list[Path],
     runs: list[tuple[str, CompiledPolicy, BinaryIO | None]],
     labels: dict[str, Label] | None,
     size: int,
@@ -88,11 +95,12 @@ async def replay_policies(
             file=sys.stderr,
         )
         for problem in tally.invalid_lines[:10]:
-            print(f"{traffic}:{problem['line'] + 1}: {problem['error']}", file=sys.stderr)
+            where = problem.get("source") or f"{traffic[0]}:{problem['line'] + 1}"
+            print(f"{where}: {problem['error']}", file=sys.stderr)
         if tally.invalid > 10:
             print(
-                f"{traffic}: {tally.invalid - 10} more malformed lines; the decision line of "
-                "each carries its line number and the error",
+                f"{' '.join(map(str, traffic))}: {tally.invalid - 10} more malformed lines; the "
+                "decision line of each carries its line number and the error",
                 file=sys.stderr,
             )
         policies[policy_key(source, policies)] = {
@@ -120,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"hydraguard replay: labels {args.labels}: {exc}", file=sys.stderr)
         return 2
-    if not args.traffic.is_file():
-        print(f"hydraguard replay: no such traffic log: {args.traffic}", file=sys.stderr)
-        return 2
+    for path in args.traffic:
+        if not path.is_file():
+            print(f"hydraguard replay: no such traffic log: {path}", file=sys.stderr)
+            return 2
     with ExitStack() as files:
         outputs = [args.decisions, args.compare_decisions if args.compare else None]
         runs = [
@@ -133,10 +142,13 @@ def run(args: argparse.Namespace) -> int:
             )
             for source, policy, out in zip(sources, compiled, outputs, strict=False)
         ]
-        size = args.traffic.stat().st_size
+        size = sum(path.stat().st_size for path in args.traffic)
         policies = asyncio.run(replay_policies(args.traffic, runs, labels, size))
     report = {
-        "traffic": str(args.traffic),
+        # One log: its path, as before several could be given; several: the list.
+        "traffic": str(args.traffic[0])
+        if len(args.traffic) == 1
+        else [str(p) for p in args.traffic],
         "labels": str(args.labels) if args.labels else None,
         "policies": policies,
     }

@@ -149,7 +149,9 @@ def _comparison(policies: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     policies: dict[str, Any] = report["policies"]
-    body = [f"<h1>hydraguard replay</h1><p>Traffic: <code>{escape(str(report['traffic']))}</code>"]
+    traffic = report["traffic"]
+    named = " ".join(traffic) if isinstance(traffic, list) else str(traffic)
+    body = [f"<h1>hydraguard replay</h1><p>Traffic: <code>{escape(named)}</code>"]
     if report.get("labels"):
         body.append(f" — labels: <code>{escape(str(report['labels']))}</code>")
     body.append("</p>")

@@ -110,10 +110,14 @@ class Tally:
             outcome.routed, outcome.shadow_actions,
         )  # fmt: skip
 
-    def add_invalid(self, line: int, error: str) -> None:
+    def add_invalid(self, line: int, error: str, source: str | None = None) -> None:
+        """A malformed line; ``source`` (``path:line``) when several logs were merged."""
         self.invalid += 1
         if len(self.invalid_lines) < 100:
-            self.invalid_lines.append({"line": line, "error": error})
+            entry: dict[str, Any] = {"line": line, "error": error}
+            if source is not None:
+                entry["source"] = source
+            self.invalid_lines.append(entry)
 
     def count(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -11,7 +12,7 @@ from ..policy.compiled import CompiledPolicy
 from .engine import Engine, decision_line, malformed
 from .labels import Label
 from .progress import Progress
-from .reader import open_traffic, parse_line
+from .reader import TrafficLogs
 from .report import Tally
 
 # Decision lines are written this many at a time (one write call per batch, not per line);
@@ -20,7 +21,7 @@ BATCH = 2048
 
 
 async def replay_file(
-    traffic: str | Path,
+    traffic: str | Path | Sequence[str | Path],
     policy: CompiledPolicy,
     *,
     decisions: BinaryIO | None = None,
@@ -28,8 +29,10 @@ async def replay_file(
     progress: Progress | None = None,
     engine: Engine | None = None,
 ) -> Tally:
-    """Replay ``traffic`` through ``policy`` (or a prepared ``engine``); decision lines go
-    to ``decisions`` when given.
+    """Replay ``traffic`` (one log, or several merged by timestamp: ``TrafficLogs``) through
+    ``policy`` (or a prepared ``engine``); decision lines go to ``decisions`` when given.
+    From several logs, each decision line also says where its line came from (``source``:
+    ``path:line``) and malformed lines are tallied with it.
 
     This loop runs once per logged request and is replay's own cost, so it is flat: the
     engine hands back a plain tuple that goes straight into the decision line and the
@@ -42,38 +45,35 @@ async def replay_file(
     keep = pending.append
     number = -1
     try:
-        with open_traffic(traffic) as fh:
-            for number, raw in enumerate(fh):
-                record, problem = parse_line(raw)
+        with TrafficLogs(traffic) as logs:
+            merged, where = logs.merged, logs.where
+            for number, (record, problem) in enumerate(logs.lines()):
                 (account, cluster, admitted, served, actions, rule, risk, error, ts, requested,
                  shadow_denied, routed, shadow_actions) = (
                     await decide(record) if record is not None else malformed(problem)
                 )  # fmt: skip
                 if decisions is not None:
-                    keep(
-                        dumps(
-                            decision_line(
-                                number, account, cluster, admitted, served, actions, rule,
-                                risk, error,
-                            ),
-                            option=newline,
-                        )
-                    )  # fmt: skip
+                    line = decision_line(
+                        number, account, cluster, admitted, served, actions, rule, risk, error
+                    )
+                    if merged:
+                        line["source"] = where(number)
+                    keep(dumps(line, option=newline))
                 if error is None:
                     count(
                         account, cluster, admitted, served, actions, rule, ts, requested,  # type: ignore[arg-type]  # a decided record has its account
                         shadow_denied, routed, shadow_actions,
                     )  # fmt: skip
                 else:
-                    add_invalid(number, error)
+                    add_invalid(number, error, where(number) if merged else None)
                 if not (number + 1) % BATCH:
                     if decisions is not None:
                         decisions.write(b"".join(pending))
                         pending.clear()
                     if progress is not None:
-                        progress.update(fh.tell(), number + 1)
+                        progress.update(logs.tell(), number + 1)
             if progress is not None:
-                progress.update(fh.tell(), number + 1)
+                progress.update(logs.tell(), number + 1)
         if decisions is not None and pending:
             decisions.write(b"".join(pending))
     finally:
