@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -193,3 +194,20 @@ def test_a_missing_log_among_several_is_named(
     )  # fmt: skip
     assert code == 2
     assert f"no such traffic log: {missing}" in capsys.readouterr().err
+
+
+def test_a_cut_compressed_log_stops_the_replay_with_its_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = write_traffic(tmp_path / "t.jsonl", [record("a", T0 + i) for i in range(400)])
+    packed = gzip.compress(whole.read_bytes())
+    cut = tmp_path / "audit.jsonl.1.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    report = tmp_path / "r.json"
+    code = main(
+        ["replay", str(cut), "--policy", str(policy_file(tmp_path)),
+         "--decisions", str(tmp_path / "d.jsonl"), "--report", str(report)]
+    )  # fmt: skip
+    assert code == 2 and not report.exists()  # no report on part of the traffic
+    err = capsys.readouterr().err
+    assert f"{cut}: cannot read on after line" in err and "Traceback" not in err

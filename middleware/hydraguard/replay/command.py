@@ -25,6 +25,7 @@ from ..policy.loader import load_policy
 from .html import render
 from .labels import Label, load_labels
 from .progress import Progress
+from .reader import TrafficError
 from .run import replay_file
 
 
@@ -143,7 +144,11 @@ def run(args: argparse.Namespace) -> int:
             for source, policy, out in zip(sources, compiled, outputs, strict=False)
         ]
         size = sum(path.stat().st_size for path in args.traffic)
-        policies = asyncio.run(replay_policies(args.traffic, runs, labels, size))
+        try:
+            policies = asyncio.run(replay_policies(args.traffic, runs, labels, size))
+        except TrafficError as exc:
+            print(f"hydraguard replay: {exc}; no report written", file=sys.stderr)
+            return 2
     report = {
         # One log: its path, as before several could be given; several: the list.
         "traffic": str(args.traffic[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -96,6 +97,11 @@ def read_traffic(path: str | Path) -> Iterator[Entry]:
             yield Entry(number, len(raw), record, error)
 
 
+class TrafficError(ValueError):
+    """A log that cannot be read on (a damaged or cut ``.gz``, an I/O error): the replay
+    stops rather than report on part of the traffic as if it were all of it."""
+
+
 Parsed = tuple[dict[str, Any] | None, str | None]  # the record, or why the line is not one
 
 
@@ -160,9 +166,19 @@ class TrafficLogs:
 
     def _lines(self, index: int) -> Iterator[bytes]:
         stored = self._files[index]
-        if str(self.paths[index]).endswith(".gz"):
-            return iter(self._stack.enter_context(gzip.GzipFile(fileobj=stored, mode="rb")))
-        return iter(stored)
+        if not str(self.paths[index]).endswith(".gz"):
+            yield from stored  # a plain file: nothing to go wrong mid-way but the disk
+            return
+        lines = self._stack.enter_context(gzip.GzipFile(fileobj=stored, mode="rb"))
+        read = 0
+        try:
+            for raw in lines:
+                read += 1
+                yield raw
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+            raise TrafficError(
+                f"{self.paths[index]}: cannot read on after line {read}: {exc}"
+            ) from exc
 
     def _keyed(
         self, index: int
