@@ -1,7 +1,8 @@
 """HTTP throughput on uvicorn (loopback) of bare vs slowapi vs limits vs HydraGuard.
 
     python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--connections 32]
-                                    [--redis redis://127.0.0.1:6379/14]
+                                    [--redis redis://127.0.0.1:6379/14] [--floor]
+                                    [--stack h11|uvloop] [--variants bare,hydraguard]
 
 Each variant runs in its own uvicorn process (one worker) on a free port; the load
 comes from ``wrk`` (Debian package ``wrk``) with ``wrk_post.lua`` POSTing a small
@@ -11,6 +12,12 @@ the figure is the median req/s, and the ratio is to the bare app of the same run
 With ``--redis`` two last rows run HydraGuard on that Redis with uvicorn ``--workers 1`` and ``2``.
 A run with any non-2xx response, or where HydraGuard's metrics show anything but plain
 allows (e.g. a storage fallback), fails.
+
+``--stack`` picks uvicorn's event loop and HTTP parser for every variant: ``h11`` (the
+default: asyncio's loop and the pure-Python h11, the setup of issue 2's reference
+figures) or ``uvloop`` (uvloop and httptools, what ``hydraguard serve`` runs on, as
+uvicorn picks them whenever they are installed). Results go to ``out/http.json``, or
+``out/http-uvloop.json`` for the second.
 """
 
 from __future__ import annotations
@@ -48,8 +55,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# uvicorn's (loop, http) settings per --stack
+STACKS = {"h11": ("asyncio", "h11"), "uvloop": ("uvloop", "httptools")}
+
+
 def start_server(
-    variant: str, port: int, storage: str, workers: int, stats_dir: str, timeout: float | None
+    variant: str,
+    port: int,
+    storage: str,
+    workers: int,
+    stats_dir: str,
+    timeout: float | None,
+    stack: str = "h11",
 ) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
@@ -58,6 +75,7 @@ def start_server(
         variant,
         str(port),
         str(workers),
+        stack,
     ]
     env = {**os.environ, "BENCH_STORAGE": storage, "BENCH_STATS_DIR": stats_dir}
     if timeout is not None:
@@ -117,7 +135,7 @@ def measure(variant: str, args: argparse.Namespace, storage: str, workers: int) 
     port = free_port()
     with tempfile.TemporaryDirectory() as stats_dir:
         timeout = None if storage.startswith("memory") else args.redis_timeout
-        server = start_server(variant, port, storage, workers, stats_dir, timeout)
+        server = start_server(variant, port, storage, workers, stats_dir, timeout, args.stack)
         url = f"http://127.0.0.1:{port}{variants.PATH}"
         try:
             warm = load(url, args.warmup, args.connections, args.pool)
@@ -144,7 +162,7 @@ def measure(variant: str, args: argparse.Namespace, storage: str, workers: int) 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    rows = [(v, "memory://", 1) for v in variants.VARIANTS]
+    rows = [(v, "memory://", 1) for v in args.variants]
     if args.floor:
         rows.append(("floor", "memory://", 1))
     if args.redis:
@@ -176,6 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     return {
         "benchmark": "http",
+        "stack": args.stack,
         "generator": runs["bare"][0]["generator"],
         "duration_s": args.duration,
         "rounds": args.rounds,
@@ -203,7 +222,7 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def serve(variant: str, port: int, workers: int) -> None:
+def serve(variant: str, port: int, workers: int, stack: str) -> None:
     """``uvicorn variants:<variant>_app --factory --workers N --no-access-log``, own socket.
 
     uvicorn's own ``bind_socket`` leaves ``proto=0``, so asyncio never sets TCP_NODELAY on
@@ -212,9 +231,10 @@ def serve(variant: str, port: int, workers: int) -> None:
     """
     # The floor (bench_floor.py) is not a variant of hydraguard's peers: its own module.
     module = "bench_floor" if variant == "floor" else "variants"
+    loop, http = STACKS[stack]
     config = uvicorn.Config(
         f"{module}:{variant}_app", factory=True, host="127.0.0.1", port=port, workers=workers,
-        access_log=False, log_level="warning",
+        access_log=False, log_level="warning", loop=loop, http=http,
     )  # fmt: skip
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -271,7 +291,7 @@ async def _generate(
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve"]:
-        serve(argv[1], int(argv[2]), int(argv[3]))
+        serve(argv[1], int(argv[2]), int(argv[3]), argv[4])
         return None
     if argv[:1] == ["--generator"]:
         url, duration, connections, pool, prefix = argv[1:6]
@@ -292,6 +312,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument(
+        "--stack",
+        choices=sorted(STACKS),
+        default="h11",
+        help="uvicorn's loop and HTTP parser: asyncio + h11, or uvloop + httptools",
+    )
+    parser.add_argument(
+        "--variants",
+        type=lambda text: [v for v in text.split(",") if v],
+        default=list(variants.VARIANTS),
+        help="comma-separated variants to run (bare is always needed for the ratios)",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also run bench_floor.py's Floor: the least middleware doing issue 2's work",
@@ -306,10 +338,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "when the server is saturated, and those requests are admitted without Redis (fail open)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if "bare" not in args.variants:
+        parser.error("--variants must include bare: ratios are to the bare app of the same run")
     report = run(args)
     print(table(report))
     OUT.mkdir(exist_ok=True)
-    (OUT / "http.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    name = "http.json" if args.stack == "h11" else f"http-{args.stack}.json"
+    (OUT / name).write_text(json.dumps(report, indent=2), encoding="utf-8")
     problems = {label: r["problems"] for label, r in report["results"].items() if r["problems"]}
     if problems:
         raise SystemExit(

@@ -55,7 +55,42 @@ def commands(redis: str, quick: bool) -> list[list[str]]:
         [py, str(HERE / "bench_overhead.py"), "--storage", redis, "--calls", "5000", "--reps", "5"],
         [py, str(HERE / "bench_redis.py"), "--redis", redis, *short_redis],
         [py, str(HERE / "bench_http.py"), "--redis", redis, "--floor", *short_http],
+        [py, str(HERE / "bench_http.py"), "--stack", "uvloop", "--floor", *short_http],
     ]
+
+
+def _http_table(http: dict[str, Any], title: str) -> list[str]:
+    """One bench_http.py run as a table, with the floor's share when it ran."""
+    stack = http.get("stack", "h11")
+    server = "asyncio's loop and h11" if stack == "h11" else "uvloop and httptools"
+    lines = [
+        title,
+        "",
+        f"{http['generator']}, 1 thread, {http['connections']} connections, "
+        f"{http['duration_s']} s per run, "
+        f"median of {http['rounds']} interleaved rounds; uvicorn on {server}; "
+        "every response 2xx.",
+        "",
+        "| variant | req/s | ratio to bare | p50 latency ms | p99 latency ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, r in http["results"].items():
+        if r.get("problems"):
+            label = f"{label} (INVALID: {'; '.join(r['problems'])})"
+        lines.append(
+            f"| {label} | {r['rps']:.0f} | {r['ratio']:.2f} "
+            f"| {r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} |"
+        )
+    lines.append("")
+    floor_http = http["results"].get("floor")
+    if floor_http is not None:
+        lines += [
+            f"`floor` is `bench_floor.py`'s `Floor` under the same server: the least Python "
+            f"middleware doing issue 2's per-request work kept {floor_http['ratio']:.0%} of "
+            "the bare app's throughput in this run.",
+            "",
+        ]
+    return lines
 
 
 def machine() -> dict[str, Any]:
@@ -153,35 +188,18 @@ def render(command: str) -> str:
         lines.append("")
     http = _read("http.json")
     if http is not None:
-        lines += [
-            "### HTTP throughput, uvicorn (one worker unless stated), loopback",
-            "",
-            f"{http['generator']}, 1 thread, {http['connections']} connections, "
-            f"{http['duration_s']} s per run, "
-            f"median of {http['rounds']} interleaved rounds; every response 2xx.",
-            "",
-            "| variant | req/s | ratio to bare | p50 latency ms | p99 latency ms |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for label, r in http["results"].items():
-            if r.get("problems"):
-                label = f"{label} (INVALID: {'; '.join(r['problems'])})"
-            lines.append(
-                f"| {label} | {r['rps']:.0f} | {r['ratio']:.2f} "
-                f"| {r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} |"
-            )
-        lines.append("")
-        floor_http = http["results"].get("floor")
-        if floor_http is not None:
-            lines += [
-                f"`floor` is `bench_floor.py`'s `Floor` under the same server: the least Python "
-                f"middleware doing issue 2's per-request work kept {floor_http['ratio']:.0%} of "
-                "the bare app's throughput in this run.",
-                "",
-            ]
+        lines += _http_table(
+            http, "### HTTP throughput, uvicorn (one worker unless stated), loopback"
+        )
         ratio = http["results"]["hydraguard"]["ratio"]
         targets.append(
             ("HydraGuard keeps ≥ 90% of bare HTTP throughput", f"{ratio:.0%}", ratio >= 0.9)
+        )
+    fast = _read("http-uvloop.json")
+    if fast is not None:
+        lines += _http_table(
+            fast,
+            "### HTTP throughput on uvloop and httptools (what `hydraguard serve` runs on)",
         )
     redis = _read("redis.json")
     if redis is not None:
