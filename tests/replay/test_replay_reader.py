@@ -49,10 +49,7 @@ def test_unknown_fields_and_missing_optional_fields_are_fine() -> None:
 
 def _read_merged(paths: list[Path]) -> list[tuple[str | None, str]]:
     with TrafficLogs(paths) as logs:
-        return [
-            (record["account"] if record else None, logs.where(number))
-            for number, (record, _) in enumerate(logs.lines())
-        ]
+        return [(record["account"] if record else None, logs.where()) for record, _ in logs.lines()]
 
 
 def test_several_logs_merge_by_timestamp_each_keeping_its_own_order(tmp_path: Path) -> None:
@@ -90,4 +87,4 @@ def test_one_log_reads_front_to_back_and_names_no_merge(tmp_path: Path) -> None:
     with TrafficLogs(path) as logs:
         assert not logs.merged
         assert [r["account"] for r, _ in logs.lines() if r] == ["a", "b"]
-        assert logs.where(1) == f"{path}:2" and logs.tell() == path.stat().st_size
+        assert logs.where() == f"{path}:2" and logs.tell() == path.stat().st_size

@@ -113,8 +113,8 @@ class TrafficLogs:
     a shell glob names them in) come out oldest first, and the logs of several replicas
     interleave as their requests arrived, so the replay's clock never jumps back at a file's
     end. A malformed line stays behind the line before it in its file; lines with the same
-    timestamp come in the order the files were named. ``where(n)`` says which file and line
-    the n-th line read came from.
+    timestamp come in the order the files were named. ``where()`` says which file and line
+    the line last read came from.
 
     Use as a context manager; ``lines()`` yields ``(record, why not)`` per line, once.
     """
@@ -125,7 +125,7 @@ class TrafficLogs:
             raise ValueError("no traffic log given")
         self.total_bytes = sum(Path(p).stat().st_size for p in self.paths)
         self._files: list[BinaryIO] = []  # the files as stored (compressed), for tell()
-        self._origins: list[tuple[int, int]] = []  # several files: (file, line) per line read
+        self._origin = (0, -1)  # (file, line) of the line last read
         self._stack = ExitStack()
 
     @property
@@ -145,23 +145,21 @@ class TrafficLogs:
         """Bytes of the stored files read so far (compressed bytes for ``.gz``)."""
         return sum(f.tell() for f in self._files)
 
-    def where(self, number: int) -> str:
-        """``path:line`` (1-based, as an editor counts) of the ``number``-th line read."""
-        if not self.merged:
-            return f"{self.paths[0]}:{number + 1}"
-        index, line = self._origins[number]
+    def where(self) -> str:
+        """``path:line`` (1-based, as an editor counts) of the line last read."""
+        index, line = self._origin
         return f"{self.paths[index]}:{line + 1}"
 
     def lines(self) -> Iterator[Parsed]:
         if not self.merged:
-            for raw in self._lines(0):
+            for line, raw in enumerate(self._lines(0)):
+                self._origin = (0, line)
                 yield parse_line(raw)
             return
-        keep = self._origins.append
         for _, index, line, record, error in heapq.merge(
             *(self._keyed(i) for i in range(len(self.paths)))
         ):
-            keep((index, line))
+            self._origin = (index, line)
             yield record, error
 
     def _lines(self, index: int) -> Iterator[bytes]:

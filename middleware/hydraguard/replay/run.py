@@ -57,7 +57,7 @@ async def replay_file(
                         number, account, cluster, admitted, served, actions, rule, risk, error
                     )
                     if merged:
-                        line["source"] = where(number)
+                        line["source"] = where()
                     keep(dumps(line, option=newline))
                 if error is None:
                     count(
@@ -65,7 +65,7 @@ async def replay_file(
                         shadow_denied, routed, shadow_actions,
                     )  # fmt: skip
                 else:
-                    add_invalid(number, error, where(number) if merged else None)
+                    add_invalid(number, error, where() if merged else None)
                 if not (number + 1) % BATCH:
                     if decisions is not None:
                         decisions.write(b"".join(pending))
