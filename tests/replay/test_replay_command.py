@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from replay_helpers import T0, policy_file, read_lines, record, write_traffic
@@ -211,3 +213,60 @@ def test_a_cut_compressed_log_stops_the_replay_with_its_name(
     assert code == 2 and not report.exists()  # no report on part of the traffic
     err = capsys.readouterr().err
     assert f"{cut}: cannot read on after line" in err and "Traceback" not in err
+
+
+class _Stdin:
+    """What ``sys.stdin`` offers the command: a binary ``buffer``."""
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_standard_input_replays_as_a_file_would_for_both_policies(
+    tmp_path: Path, traffic: Path, monkeypatch: pytest.MonkeyPatch, compress: bool
+) -> None:
+    strict = policy_file(tmp_path, name="strict", requests="2/minute")
+    loose = policy_file(tmp_path, name="loose", requests="100/minute")
+
+    def replay(log: str, tag: str) -> tuple[bytes, bytes, dict[str, Any]]:
+        out, out2, report = (
+            tmp_path / f"{tag}.jsonl",
+            tmp_path / f"{tag}2.jsonl",
+            tmp_path / f"{tag}.json",
+        )
+        code = main(
+            ["replay", log, "--policy", str(strict), "--decisions", str(out), "--compare",
+             str(loose), "--compare-decisions", str(out2), "--report", str(report)]
+        )  # fmt: skip
+        assert code == 0
+        return out.read_bytes(), out2.read_bytes(), json.loads(report.read_text())
+
+    from_file = replay(str(traffic), "file")
+    data = traffic.read_bytes()
+    monkeypatch.setattr("sys.stdin", _Stdin(gzip.compress(data) if compress else data))
+    from_stdin = replay("-", "stdin")
+    assert from_stdin[:2] == from_file[:2]  # both policies: the pipe was read once, kept
+    assert from_stdin[2]["traffic"] == "-"
+    assert [p["totals"] for p in from_stdin[2]["policies"].values()] == [
+        p["totals"] for p in from_file[2]["policies"].values()
+    ]
+
+
+def test_standard_input_named_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["replay", "-", "-", "--policy", str(policy_file(tmp_path)), "--decisions", str(tmp_path / "d.jsonl")])  # fmt: skip
+    assert code == 2 and "standard input (-) can be read once" in capsys.readouterr().err
+
+
+def test_standard_input_merges_with_files_and_is_named_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older = write_traffic(tmp_path / "audit.jsonl.1", [record("a", T0), record("a", T0 + 2)])
+    piped = write_traffic(tmp_path / "piped.jsonl", [record("a", T0 + 1)]).read_bytes()
+    monkeypatch.setattr("sys.stdin", _Stdin(piped))
+    out = tmp_path / "d.jsonl"
+    code = main(["replay", "-", str(older), "--policy", str(policy_file(tmp_path)), "--decisions", str(out)])  # fmt: skip
+    assert code == 0
+    assert [d["source"] for d in read_lines(out)] == [f"{older}:1", "-:1", f"{older}:2"]

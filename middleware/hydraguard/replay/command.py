@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -35,8 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         nargs="+",
         metavar="TRAFFIC.jsonl",
-        help="traffic log (JSON lines, .gz too); several are merged by timestamp, e.g. an "
-        "audit log and its rotated files in any order",
+        help="traffic log (JSON lines, .gz too; - for standard input); several are merged by "
+        "timestamp, e.g. an audit log and its rotated files in any order",
     )
     parser.add_argument("--policy", required=True, metavar="P", help="policy file to replay")
     parser.add_argument(
@@ -74,11 +76,27 @@ def policy_key(source: str, taken: dict[str, Any]) -> str:
     return key
 
 
+STDIN = "-"
+
+
+def spool_stdin(folder: str) -> Path:
+    """Standard input copied to a file in ``folder``: each policy replays the log afresh
+    (``--compare``), and a pipe can be read only once. Gzip data is kept compressed."""
+    stream = sys.stdin.buffer
+    head = stream.read(2)
+    path = Path(folder) / ("stdin.jsonl.gz" if head == b"\x1f\x8b" else "stdin.jsonl")
+    with open(path, "wb") as out:
+        out.write(head)
+        shutil.copyfileobj(stream, out, 1 << 20)
+    return path
+
+
 async def replay_policies(
     traffic: list[Path],
     runs: list[tuple[str, CompiledPolicy, BinaryIO | None]],
     labels: dict[str, Label] | None,
     size: int,
+    names: list[str],
 ) -> dict[str, Any]:
     """Replay each (source, policy, decisions file) in turn; the report's ``policies`` part."""
     policies: dict[str, Any] = {}
@@ -86,7 +104,7 @@ async def replay_policies(
         progress = Progress.maybe(size, f"replay {policy.name}")
         started = time.perf_counter()
         tally = await replay_file(
-            traffic, policy, decisions=decisions, labels=labels, progress=progress
+            traffic, policy, decisions=decisions, labels=labels, progress=progress, names=names
         )
         elapsed = time.perf_counter() - started
         rate = tally.lines / max(elapsed, 1e-9)
@@ -96,11 +114,11 @@ async def replay_policies(
             file=sys.stderr,
         )
         for problem in tally.invalid_lines[:10]:
-            where = problem.get("source") or f"{traffic[0]}:{problem['line'] + 1}"
+            where = problem.get("source") or f"{names[0]}:{problem['line'] + 1}"
             print(f"{where}: {problem['error']}", file=sys.stderr)
         if tally.invalid > 10:
             print(
-                f"{' '.join(map(str, traffic))}: {tally.invalid - 10} more malformed lines; the "
+                f"{' '.join(names)}: {tally.invalid - 10} more malformed lines; the "
                 "decision line of each carries its line number and the error",
                 file=sys.stderr,
             )
@@ -129,11 +147,19 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"hydraguard replay: labels {args.labels}: {exc}", file=sys.stderr)
         return 2
+    names = [str(path) for path in args.traffic]
+    if names.count(STDIN) > 1:
+        print("hydraguard replay: standard input (-) can be read once", file=sys.stderr)
+        return 2
     for path in args.traffic:
-        if not path.is_file():
+        if str(path) != STDIN and not path.is_file():
             print(f"hydraguard replay: no such traffic log: {path}", file=sys.stderr)
             return 2
     with ExitStack() as files:
+        paths = list(args.traffic)
+        if STDIN in names:
+            spooled = spool_stdin(files.enter_context(tempfile.TemporaryDirectory()))
+            paths[names.index(STDIN)] = spooled
         outputs = [args.decisions, args.compare_decisions if args.compare else None]
         runs = [
             (
@@ -143,17 +169,15 @@ def run(args: argparse.Namespace) -> int:
             )
             for source, policy, out in zip(sources, compiled, outputs, strict=False)
         ]
-        size = sum(path.stat().st_size for path in args.traffic)
+        size = sum(path.stat().st_size for path in paths)
         try:
-            policies = asyncio.run(replay_policies(args.traffic, runs, labels, size))
+            policies = asyncio.run(replay_policies(paths, runs, labels, size, names))
         except TrafficError as exc:
             print(f"hydraguard replay: {exc}; no report written", file=sys.stderr)
             return 2
     report = {
         # One log: its path, as before several could be given; several: the list.
-        "traffic": str(args.traffic[0])
-        if len(args.traffic) == 1
-        else [str(p) for p in args.traffic],
+        "traffic": names[0] if len(names) == 1 else names,
         "labels": str(args.labels) if args.labels else None,
         "policies": policies,
     }

@@ -117,12 +117,17 @@ class TrafficLogs:
     the line last read came from.
 
     Use as a context manager; ``lines()`` yields ``(record, why not)`` per line, once.
+    ``names`` are what ``where()`` calls the files (``-`` for standard input spooled to a
+    file); their paths by default.
     """
 
-    def __init__(self, paths: str | Path | Sequence[str | Path]) -> None:
+    def __init__(
+        self, paths: str | Path | Sequence[str | Path], names: Sequence[str] | None = None
+    ) -> None:
         self.paths = [paths] if isinstance(paths, str | Path) else list(paths)
         if not self.paths:
             raise ValueError("no traffic log given")
+        self.names = list(names) if names is not None else [str(p) for p in self.paths]
         self.total_bytes = sum(Path(p).stat().st_size for p in self.paths)
         self._files: list[BinaryIO] = []  # the files as stored (compressed), for tell()
         self._origin = (0, -1)  # (file, line) of the line last read
@@ -148,7 +153,7 @@ class TrafficLogs:
     def where(self) -> str:
         """``path:line`` (1-based, as an editor counts) of the line last read."""
         index, line = self._origin
-        return f"{self.paths[index]}:{line + 1}"
+        return f"{self.names[index]}:{line + 1}"
 
     def lines(self) -> Iterator[Parsed]:
         if not self.merged:
@@ -175,7 +180,7 @@ class TrafficLogs:
                 yield raw
         except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
             raise TrafficError(
-                f"{self.paths[index]}: cannot read on after line {read}: {exc}"
+                f"{self.names[index]}: cannot read on after line {read}: {exc}"
             ) from exc
 
     def _keyed(

@@ -28,11 +28,12 @@ async def replay_file(
     labels: dict[str, Label] | None = None,
     progress: Progress | None = None,
     engine: Engine | None = None,
+    names: Sequence[str] | None = None,
 ) -> Tally:
     """Replay ``traffic`` (one log, or several merged by timestamp: ``TrafficLogs``) through
     ``policy`` (or a prepared ``engine``); decision lines go to ``decisions`` when given.
     From several logs, each decision line also says where its line came from (``source``:
-    ``path:line``) and malformed lines are tallied with it.
+    ``path:line``, the path as ``names`` call it) and malformed lines are tallied with it.
 
     This loop runs once per logged request and is replay's own cost, so it is flat: the
     engine hands back a plain tuple that goes straight into the decision line and the
@@ -45,7 +46,7 @@ async def replay_file(
     keep = pending.append
     number = -1
     try:
-        with TrafficLogs(traffic) as logs:
+        with TrafficLogs(traffic, names) as logs:
             merged, where = logs.merged, logs.where
             for number, (record, problem) in enumerate(logs.lines()):
                 (account, cluster, admitted, served, actions, rule, risk, error, ts, requested,
