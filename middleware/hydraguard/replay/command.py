@@ -1,11 +1,12 @@
-"""``hydraguard replay TRAFFIC.jsonl [MORE.jsonl ...] --policy P --decisions OUT.jsonl
+"""``hydraguard replay TRAFFIC.jsonl|- [MORE.jsonl ...] --policy P --decisions OUT.jsonl
 [--report R.json] [--labels L.json] [--compare P2] [--html R.html]``: backtest a policy on
 logged traffic.
 
 Writes one decision line per traffic line, in order; the same input always gives the
 same bytes. Several logs (an audit log and its rotated files, the logs of several
-replicas; ``.gz`` ones too) are replayed as one, merged by timestamp (``TrafficLogs``). ``--compare`` replays a second policy on the same traffic and puts both,
-side by side, under ``"policies"`` in the report.
+replicas; ``.gz`` ones too; ``-`` for standard input) are replayed as one, merged by
+timestamp (``TrafficLogs``). ``--compare`` replays a second policy on the same traffic
+and puts both, side by side, under ``"policies"`` in the report.
 """
 
 from __future__ import annotations
