@@ -83,9 +83,7 @@ def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
 
 def open_traffic(path: str | Path) -> BinaryIO:
     """The log as a binary file with a large buffer; iterate it for its lines (newline kept).
-    A ``.gz`` file is read decompressed (rotated logs are often compressed)."""
-    if str(path).endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile reads in large blocks itself
+    Plain files only: ``TrafficLogs`` reads ``.gz`` ones too."""
     return open(path, "rb", buffering=READ_BUFFER)
 
 
@@ -128,7 +126,6 @@ class TrafficLogs:
         if not self.paths:
             raise ValueError("no traffic log given")
         self.names = list(names) if names is not None else [str(p) for p in self.paths]
-        self.total_bytes = sum(Path(p).stat().st_size for p in self.paths)
         self._files: list[BinaryIO] = []  # the files as stored (compressed), for tell()
         self._origin = (0, -1)  # (file, line) of the line last read
         self._stack = ExitStack()
@@ -139,7 +136,7 @@ class TrafficLogs:
 
     def __enter__(self) -> TrafficLogs:
         for path in self.paths:
-            stored = self._stack.enter_context(open(path, "rb", buffering=READ_BUFFER))
+            stored = self._stack.enter_context(open_traffic(path))
             self._files.append(stored)
         return self
 
