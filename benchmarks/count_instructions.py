@@ -19,6 +19,15 @@ response), ``no-metrics`` (Prometheus updates are no-ops), ``no-anomaly``
 ``limits-only`` (both of the last two), ``no-cluster-limits`` (linking on, no cluster
 limits); and ``floor``, ``bench_floor.Floor`` over the bare
 app (the least middleware doing issue #2's per-request work). Results also go to ``benchmarks/out/instructions.json``.
+
+``--replay`` counts instructions per replayed record instead (issue #7's budget): the
+default scenario's first two simulated hours (``--seed``), the shipped default policy,
+``replay_file`` writing decision lines to memory. A child replays the first ``--warm``
+records uncollected, then ``--small`` or ``--large`` more with the same engine, collected;
+the difference per record is the steady cost of the records between. Configurations:
+``replay`` (the real thing), ``machinery`` (``bench_replay.AdmitAll``, a stand-in Guard that
+admits everything: replay's own loop) and the ablations above, applied to the replay's
+policy. Results go to ``benchmarks/out/replay_instructions.json``.
 """
 
 from __future__ import annotations
@@ -31,8 +40,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -49,15 +60,20 @@ CONFIGS = (
 )
 WARM_UP = 300
 ACCOUNTS = 300
+REPLAY_CONFIGS = (
+    "replay",
+    "machinery",
+    "no-learning",
+    "no-metrics",
+    "no-anomaly",
+    "no-clustering",
+    "limits-only",
+)
 
 
 def _ablate(config: str) -> None:
     """Switch off the part of HydraGuard that ``config`` names (child process only)."""
     import variants
-    import yaml
-
-    from hydraguard.policy.compiled import compile_policy
-    from hydraguard.policy.loader import parse_policy
 
     if config == "no-learning":
         from hydraguard.assess.learning import Learning
@@ -71,19 +87,24 @@ def _ablate(config: str) -> None:
         metrics.Gauge.inc = lambda self, amount=1: None  # type: ignore[method-assign]
         metrics.Gauge.dec = lambda self, amount=1: None  # type: ignore[method-assign]
     elif config in ("no-anomaly", "no-clustering", "limits-only", "no-cluster-limits"):
+        variants.bench_policy = lambda: ablated_policy(config, _policy_data())
 
-        def policy():  # type: ignore[no-untyped-def]
-            data = _policy_data()
-            if config in ("no-anomaly", "limits-only"):
-                data["anomaly"]["enabled"] = False
-            if config in ("no-clustering", "limits-only"):
-                data["clustering"]["enabled"] = False
-            if config in ("no-clustering", "limits-only", "no-cluster-limits"):
-                data.pop("clusters", None)
-            parsed = parse_policy(yaml.safe_dump(data), "ablated.yaml")
-            return compile_policy(parsed, source="ablated.yaml")
 
-        variants.bench_policy = policy
+def ablated_policy(config: str, data: dict[str, Any]) -> Any:
+    """The policy ``data`` with the part ``config`` names switched off, compiled."""
+    import yaml
+
+    from hydraguard.policy.compiled import compile_policy
+    from hydraguard.policy.loader import parse_policy
+
+    if config in ("no-anomaly", "limits-only"):
+        data["anomaly"]["enabled"] = False
+    if config in ("no-clustering", "limits-only"):
+        data["clustering"]["enabled"] = False
+    if config in ("no-clustering", "limits-only", "no-cluster-limits"):
+        data.pop("clusters", None)
+    parsed = parse_policy(yaml.safe_dump(data), "ablated.yaml")
+    return compile_policy(parsed, source="ablated.yaml")
 
 
 def _policy_data() -> dict[str, object]:
@@ -118,8 +139,46 @@ def child(config: str, requests: int) -> None:
     exec("asyncio.run(bench_overhead.drive(app, traffic, requests, WARM_UP))")
 
 
+def replay_child(config: str, traffic: str, warm: int, records: int) -> None:
+    """Replay ``warm`` records of ``traffic`` uncollected, then ``records`` more collected."""
+    sys.path.insert(0, str(HERE))
+    import io
+
+    import bench_replay
+    import yaml
+
+    from hydraguard.policy.loader import default_policy_path, load_policy
+    from hydraguard.replay.engine import Engine
+    from hydraguard.replay.run import replay_file
+
+    _ablate(config)
+    if config in REPLAY_CONFIGS[3:] and config != "no-metrics":
+        data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
+        policy = ablated_policy(config, data)
+    else:
+        policy = load_policy(default_policy_path())
+    lines = Path(traffic).read_bytes().splitlines(keepends=True)
+    if len(lines) < warm + records:
+        raise SystemExit(f"{traffic} has {len(lines)} lines, fewer than {warm + records}")
+    folder = Path(traffic).parent
+    first, then = folder / f"warm-{os.getpid()}.jsonl", folder / f"then-{os.getpid()}.jsonl"
+    first.write_bytes(b"".join(lines[:warm]))
+    then.write_bytes(b"".join(lines[warm : warm + records]))
+    engine = Engine(policy)
+    if config == "machinery":
+        engine.guard = bench_replay.AdmitAll(engine.guard.identifier)
+    asyncio.run(replay_file(first, policy, decisions=io.BytesIO(), engine=engine))
+    # Collected: callgrind counts only inside exec (--toggle-collect), i.e. this call.
+    exec("asyncio.run(replay_file(then, policy, decisions=io.BytesIO(), engine=engine))")
+
+
 def count(config: str, requests: int) -> int:
     return collected([__file__, "--child", config, str(requests)], config)
+
+
+def count_replay(config: str, traffic: str, warm: int, records: int) -> int:
+    script = [__file__, "--replay-child", config, traffic, str(warm), str(records)]
+    return collected(script, config)
 
 
 def collected(script: list[str], name: str) -> int:
@@ -145,17 +204,28 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         child(sys.argv[2], int(sys.argv[3]))
         return
+    if len(sys.argv) == 6 and sys.argv[1] == "--replay-child":
+        replay_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default=",".join(CONFIGS))
-    parser.add_argument("--small", type=int, default=500)
-    parser.add_argument("--large", type=int, default=1500)
+    parser.add_argument("--configs", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--small", type=int, default=None, help="default 500 (replay 1000)")
+    parser.add_argument("--large", type=int, default=None, help="default 1500 (replay 4000)")
+    parser.add_argument("--replay", action="store_true", help="instructions per replayed record")
+    parser.add_argument("--warm", type=int, default=4000, help="replay: records before counting")
+    parser.add_argument("--seed", type=int, default=0, help="replay: the simulated traffic's")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    configs = [c for c in args.configs.split(",") if c]
-    unknown = set(configs) - set(CONFIGS)
+    known = REPLAY_CONFIGS if args.replay else CONFIGS
+    configs = [c for c in (args.configs or ",".join(known)).split(",") if c]
+    unknown = set(configs) - set(known)
     if unknown:
-        raise SystemExit(f"unknown configs {sorted(unknown)}; choose from {', '.join(CONFIGS)}")
+        raise SystemExit(f"unknown configs {sorted(unknown)}; choose from {', '.join(known)}")
+    if args.replay:
+        replay_main(configs, args.warm, args.small or 1000, args.large or 4000, args.seed)
+        return
+    args.small, args.large = args.small or 500, args.large or 1500
     results: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         for config in configs:
@@ -170,6 +240,28 @@ def main() -> None:
                 print(f"  {config}: {results['hydraguard'] - results[config]:,} less")
     OUT.mkdir(exist_ok=True)
     (OUT / "instructions.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+def replay_main(configs: list[str], warm: int, small: int, large: int, seed: int) -> None:
+    from hydraguard.simulate.generate import write
+    from hydraguard.simulate.scenario import Scenario
+
+    results: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        traffic = str(Path(tmp) / "traffic.jsonl")
+        stats = write(Scenario(seed=seed, hours=2.0), Path(traffic))
+        print(f"traffic: {stats.summary()}", file=sys.stderr)
+        for config in configs:
+            runs = pool.map(count_replay, [config] * 2, [traffic] * 2, [warm] * 2, [small, large])
+            fewer, more = runs
+            results[config] = (more - fewer) // (large - small)
+            print(f"{config:14s} {results[config]:>9,} instructions/record", flush=True)
+    if "replay" in results:
+        for config in configs:
+            if config != "replay":
+                print(f"  {config}: {results['replay'] - results[config]:,} less")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "replay_instructions.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":
