@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,24 @@ def test_an_extra_pattern_re2_cannot_run_is_refused_naming_it(
         f"{policy}:9: anomaly.lexicon_extra[2]: invalid regex '(\\\\w+) and again \\\\1': "
         f"invalid escape sequence: \\1 {why}",
     ]
+
+
+def test_checking_a_policy_loads_neither_the_audit_file_handler_nor_redis(
+    tmp_path: Path,
+) -> None:
+    """concurrent-log-handler (and, through portalocker, redis) is imported when an audit log
+    is opened, not at every start: it was ~120 ms of each CLI start."""
+    script = f"""
+import sys
+from hydraguard.cli import main
+assert main(["check", {str(default_policy_path())!r}]) == 0
+before = sorted(m for m in ("concurrent_log_handler", "portalocker", "redis") if m in sys.modules)
+from hydraguard.record.audit import AuditLog
+log = AuditLog({str(tmp_path / "audit.jsonl")!r})
+log.close()
+print(before, "concurrent_log_handler" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.splitlines()[-1] == "[] True"

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from concurrent_log_handler import ConcurrentRotatingFileHandler
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..identify import CREDENTIAL_HEADERS, Identity
@@ -172,24 +171,6 @@ def encode_line(record: Mapping[str, Any], body_cap: int) -> bytes:
     )
 
 
-class _Rotating(ConcurrentRotatingFileHandler):
-    """Counts write errors (disk full, permissions) instead of printing tracebacks.
-
-    Several processes may write one log (``hydraguard serve --workers N``, gunicorn
-    workers): each line is written and each rotation done under a lock file shared by all
-    of them (concurrent-log-handler), where the stdlib's RotatingFileHandler lost lines to
-    rotations racing in other processes."""
-
-    def __init__(
-        self, path: str, max_bytes: int, backups: int, on_error: Callable[[int], None]
-    ) -> None:
-        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        self.on_error = on_error
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        self.on_error(getattr(record, "lines", 1))
-
-
 # Lines written at once by the writer thread: at most about this much (a full default queue
 # of lines with bodies), and a sixteenth of the rotation size (a batch goes whole into one
 # file, so a file rotates within a sixteenth of max_bytes of it; a longer line is a batch of
@@ -290,7 +271,11 @@ class AuditLog:
         self._next = 0
         self._waiting: dict[int, str | None] = {}
         self._max_waiting = queue_size if max_waiting is None else max_waiting
-        self._handler = _Rotating(self.path, max_bytes, backups, self._error)
+        # Imported here, when a log is opened: concurrent-log-handler pulls in portalocker and,
+        # through it, redis (~120 ms of every CLI start, `hydraguard check` included).
+        from .rotating import Rotating
+
+        self._handler = Rotating(self.path, max_bytes, backups, self._error)
         batch_chars = min(_BATCH_CHARS, max_bytes // 16)
         self._listener = _Listener(self._queue, self._handler, batch_chars)
         self._listener.start()
