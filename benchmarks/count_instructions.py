@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ CONFIGS = (
 )
 WARM_UP = 300
 ACCOUNTS = 300
+# Configurations that switch a part off in the policy (ablated_policy) rather than in code.
+POLICY_ABLATIONS = ("no-anomaly", "no-clustering", "limits-only", "no-cluster-limits")
 REPLAY_CONFIGS = (
     "replay",
     "machinery",
@@ -86,7 +89,7 @@ def _ablate(config: str) -> None:
         metrics.Histogram.observe = lambda self, amount, exemplar=None: None  # type: ignore[method-assign]
         metrics.Gauge.inc = lambda self, amount=1: None  # type: ignore[method-assign]
         metrics.Gauge.dec = lambda self, amount=1: None  # type: ignore[method-assign]
-    elif config in ("no-anomaly", "no-clustering", "limits-only", "no-cluster-limits"):
+    elif config in POLICY_ABLATIONS:
         variants.bench_policy = lambda: ablated_policy(config, _policy_data())
 
 
@@ -107,14 +110,20 @@ def ablated_policy(config: str, data: dict[str, Any]) -> Any:
     return compile_policy(parsed, source="ablated.yaml")
 
 
-def _policy_data() -> dict[str, object]:
-    """The benchmark policy as data: the shipped default with huge global limits."""
-    import variants
+def _default_policy_data() -> dict[str, Any]:
+    """The shipped default policy as data."""
     import yaml
 
     from hydraguard.policy.loader import default_policy_path
 
-    data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
+    return yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _policy_data() -> dict[str, object]:
+    """The benchmark policy as data: the shipped default with huge global limits."""
+    import variants
+
+    data = _default_policy_data()
     data["global"]["requests"] = f"{variants.HUGE}/minute"
     data["global"]["tokens"] = f"{variants.HUGE}/minute"
     return data  # type: ignore[no-any-return]
@@ -145,18 +154,16 @@ def replay_child(config: str, traffic: str, warm: int, records: int) -> None:
     import io
 
     import bench_replay
-    import yaml
 
-    from hydraguard.policy.loader import default_policy_path, load_policy
+    from hydraguard.policy.loader import load_policy
     from hydraguard.replay.engine import Engine
     from hydraguard.replay.run import replay_file
 
     _ablate(config)
-    if config in REPLAY_CONFIGS[3:] and config != "no-metrics":
-        data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
-        policy = ablated_policy(config, data)
+    if config in POLICY_ABLATIONS:
+        policy = ablated_policy(config, _default_policy_data())
     else:
-        policy = load_policy(default_policy_path())
+        policy = load_policy(None)
     lines = Path(traffic).read_bytes().splitlines(keepends=True)
     if len(lines) < warm + records:
         raise SystemExit(f"{traffic} has {len(lines)} lines, fewer than {warm + records}")
@@ -200,6 +207,20 @@ def collected(script: list[str], name: str) -> int:
     return int(found.group(1))
 
 
+def measure(
+    configs: list[str], run: Callable[[str, int], int], small: int, large: int, unit: str
+) -> dict[str, int]:
+    """Per-unit instructions of each configuration: ``run`` at ``large`` minus at ``small``
+    (the two runs in parallel), divided by the difference."""
+    results: dict[str, int] = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for config in configs:
+            fewer, more = pool.map(run, [config, config], [small, large])
+            results[config] = (more - fewer) // (large - small)
+            print(f"{config:14s} {results[config]:>9,} instructions/{unit}", flush=True)
+    return results
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         child(sys.argv[2], int(sys.argv[3]))
@@ -225,13 +246,7 @@ def main() -> None:
     if args.replay:
         replay_main(configs, args.warm, args.small or 1000, args.large or 4000, args.seed)
         return
-    args.small, args.large = args.small or 500, args.large or 1500
-    results: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for config in configs:
-            small, large = pool.map(count, [config, config], [args.small, args.large])
-            results[config] = (large - small) // (args.large - args.small)
-            print(f"{config:14s} {results[config]:>9,} instructions/request", flush=True)
+    results = measure(configs, count, args.small or 500, args.large or 1500, "request")
     if "bare" in results and "hydraguard" in results:
         added = results["hydraguard"] - results["bare"]
         print(f"HydraGuard adds {added:,} ({added / results['bare']:.2f}x the bare app)")
@@ -246,16 +261,15 @@ def replay_main(configs: list[str], warm: int, small: int, large: int, seed: int
     from hydraguard.simulate.generate import write
     from hydraguard.simulate.scenario import Scenario
 
-    results: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+    with tempfile.TemporaryDirectory() as tmp:
         traffic = str(Path(tmp) / "traffic.jsonl")
         stats = write(Scenario(seed=seed, hours=2.0), Path(traffic))
         print(f"traffic: {stats.summary()}", file=sys.stderr)
-        for config in configs:
-            runs = pool.map(count_replay, [config] * 2, [traffic] * 2, [warm] * 2, [small, large])
-            fewer, more = runs
-            results[config] = (more - fewer) // (large - small)
-            print(f"{config:14s} {results[config]:>9,} instructions/record", flush=True)
+
+        def run(config: str, n: int) -> int:
+            return count_replay(config, traffic, warm, n)
+
+        results = measure(configs, run, small, large, "record")
     if "replay" in results:
         for config in configs:
             if config != "replay":
